@@ -1,0 +1,106 @@
+/**
+ * `ctu`: the one program, with commands. `ctu start [--role all|webhook|feed]` runs the
+ * service (all roles in one process by default).
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, SANDBOX_APP_SECRET, type Config, type Role } from './config';
+import { DatabaseOpenError } from './store/database';
+import { createLogger, setContactHashKey } from './log';
+import { startService } from './service';
+
+const USAGE = `usage: ctu <command> [options]
+
+commands:
+  start [--role all|webhook|feed]   run the service (sandbox mode when META_ACCESS_TOKEN is unset)
+  help                              this text
+
+Configuration comes from environment variables (and .env); see docs/operations.md.`;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'start':
+      return start(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`ctu: unknown command "${command}"\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+function configOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`ctu: configuration error: ${error.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw error;
+  }
+}
+
+async function start(args: readonly string[]): Promise<number> {
+  const { values } = parseArgs({ args: [...args], options: { role: { type: 'string', default: 'all' } } });
+  const role = values.role as Role;
+  if (!['all', 'webhook', 'feed'].includes(role)) {
+    process.stderr.write(`ctu start: --role must be all, webhook or feed (got "${values.role}")\n`);
+    return 2;
+  }
+  const config = configOrExit();
+  const log = createLogger(config.logLevel);
+  setContactHashKey(`contact:${config.appSecrets[0]}`);
+  let service;
+  try {
+    service = await startService(config, { role, log });
+  } catch (error) {
+    const message = error instanceof DatabaseOpenError || error instanceof Error ? error.message : String(error);
+    process.stderr.write(`ctu start: ${message}\n`);
+    return 1;
+  }
+  if (config.sandbox) {
+    process.stdout.write(
+      [
+        '',
+        'Click-to-Unlock is running in sandbox mode (META_ACCESS_TOKEN is unset).',
+        `  webhook        ${service.urls.webhook ?? '(not in this role)'}`,
+        `  app secret     ${config.appSecrets[0] === SANDBOX_APP_SECRET ? `${SANDBOX_APP_SECRET} (development only)` : '(from META_APP_SECRET)'}`,
+        `  verify token   ${config.verifyToken}`,
+        `  database       ${config.databasePath}`,
+        '',
+      ].join('\n') + '\n',
+    );
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'shutting down');
+      const deadline = setTimeout(() => {
+        log.error('shutdown took longer than 15 s; exiting');
+        process.exit(1);
+      }, 15_000);
+      deadline.unref();
+      service.close().then(resolve, (error: unknown) => {
+        log.error({ err: (error as Error).message }, 'shutdown failed');
+        process.exit(1);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`ctu: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // Test files spawn real servers and SQLite files; two cores, so keep parallelism modest.
+    maxWorkers: 2,
+    reporters: ['default'],
+  },
+});
