@@ -31,6 +31,7 @@ export interface Config {
   readonly dashboardOrigins: readonly string[];
   readonly sendRatePerSecond: number;
   readonly unlockMaxTapAgeMs: number;
+  readonly send: Readonly<{ connectTimeoutMs: number; timeoutMs: number; maxAgeMs: number; unknownWaitMs: number }>;
   readonly webhookBodyLimitBytes: number;
   readonly logLevel: string;
 }
@@ -107,6 +108,12 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     throw new ConfigError('SEND_RATE_PER_SECOND', `expected a positive number up to 100000, got "${rate}"`);
   }
   const unlockMaxTapAgeMs = durationVar('UNLOCK_MAX_TAP_AGE', get('UNLOCK_MAX_TAP_AGE') ?? '24h');
+  const send = {
+    connectTimeoutMs: durationVar('SEND_CONNECT_TIMEOUT', get('SEND_CONNECT_TIMEOUT') ?? '5s'),
+    timeoutMs: durationVar('SEND_TIMEOUT', get('SEND_TIMEOUT') ?? '20s'),
+    maxAgeMs: durationVar('SEND_MAX_AGE', get('SEND_MAX_AGE') ?? '24h'),
+    unknownWaitMs: durationVar('SEND_UNKNOWN_WAIT', get('SEND_UNKNOWN_WAIT') ?? '2m'),
+  };
   const logLevel = get('LOG_LEVEL') ?? 'info';
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', `expected one of fatal, error, warn, info, debug, trace, silent; got "${logLevel}"`);
@@ -127,6 +134,7 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     dashboardOrigins,
     sendRatePerSecond,
     unlockMaxTapAgeMs,
+    send,
     webhookBodyLimitBytes: 4 * 1024 * 1024,
     logLevel,
   });

@@ -7,9 +7,11 @@ import pino from 'pino';
 
 export type Logger = pino.Logger;
 
-export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+/** `extra` lets telemetry add a mixin (trace ids) and redaction without a second logger setup. */
+export function createLogger(level: string, destination?: pino.DestinationStream, extra: Pick<pino.LoggerOptions, 'mixin' | 'redact'> = {}): Logger {
   return pino(
     {
+      ...extra,
       level,
       base: { service: 'click-to-unlock' },
       timestamp: pino.stdTimeFunctions.isoTime,

@@ -6,22 +6,37 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Config, Role } from './config';
+import { createGraphClient, type GraphClient } from './graph-client';
 import { GroupCommitter } from './group-commit';
 import { createIngest } from './ingest';
+import { TokenBucket } from './limiter';
 import type { Logger } from './log';
+import { createOutbox } from './outbox';
+import { loadCatalog, type Catalog } from './packs';
+import { Sender, type SenderSettings } from './sender';
 import { openDatabase, type Db } from './store/database';
+import { createDeliveryStore } from './store/delivery-store';
+import { createRollupStore } from './store/rollup-store';
 import { createWebhookStore } from './store/webhook-store';
+import { createUnlockHooks } from './unlock';
 import { createWebhookServer } from './webhook-server';
 
 export interface ServiceOptions {
   readonly role?: Role;
   readonly log: Logger;
   readonly clock?: () => number;
+  readonly catalog?: Catalog;
+  /** Graph API base URL when config.graphUrl is unset (sandbox: the simulator's). */
+  readonly graphUrl?: string;
+  readonly sender?: Partial<SenderSettings>;
+  readonly random?: () => number;
 }
 
 export interface RunningService {
   readonly db: Db;
   readonly committer: GroupCommitter;
+  readonly catalog: Catalog;
+  readonly sender: Sender | undefined;
   readonly urls: Readonly<{ webhook?: string }>;
   readonly ports: Readonly<{ webhook?: number }>;
   close(): Promise<void>;
@@ -31,22 +46,57 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const role = options.role ?? 'all';
   const { log } = options;
   if (role === 'feed') throw new Error('the feed role (REST + WebSocket) is not available in this version');
+  const catalog = options.catalog ?? loadCatalog(config.packsFile);
+  const clock = options.clock ?? Date.now;
   const db = openDatabase(config.databasePath);
   const committer = new GroupCommitter(db);
-  const store = createWebhookStore(db);
-  const ingest = createIngest(db, store);
-  let closing = false;
-  const webhook = createWebhookServer({
-    config,
-    committer,
-    ingest,
-    log,
-    ...(options.clock !== undefined ? { clock: options.clock } : {}),
-    isClosing: () => closing,
+  const webhookStore = createWebhookStore(db);
+  const deliveryStore = createDeliveryStore(db);
+  const appendEvent = webhookStore.appendEvent;
+  const rollup = createRollupStore(db);
+  const outbox = createOutbox({
+    store: deliveryStore,
+    rollup,
+    appendEvent,
+    ...(options.random !== undefined ? { random: options.random } : {}),
+    settings: { unknownWaitMs: config.send.unknownWaitMs, maxAgeMs: config.send.maxAgeMs },
   });
+  const hooks = createUnlockHooks({ catalog, store: deliveryStore, rollup, outbox, appendEvent, maxTapAgeMs: config.unlockMaxTapAgeMs });
+  const ingest = createIngest(db, webhookStore, hooks);
+  let closing = false;
+  const webhook = createWebhookServer({ config, committer, ingest, log, clock, isClosing: () => closing });
+
+  let graph: GraphClient | undefined;
+  let sender: Sender | undefined;
+  const graphUrl = config.graphUrl ?? options.graphUrl;
+  if (graphUrl === undefined) {
+    log.warn('no Graph API URL: the sender is not running');
+  } else {
+    graph = createGraphClient({
+      baseUrl: graphUrl,
+      version: config.graphVersion,
+      phoneNumberId: config.phoneNumberId,
+      accessToken: config.accessToken ?? 'sandbox-access-token',
+      connectTimeoutMs: config.send.connectTimeoutMs,
+      totalTimeoutMs: config.send.timeoutMs,
+    });
+    sender = new Sender({
+      db,
+      store: deliveryStore,
+      outbox,
+      committer,
+      graph,
+      limiter: new TokenBucket(config.sendRatePerSecond),
+      log,
+      clock,
+      ...(options.sender !== undefined ? { settings: options.sender } : {}),
+    });
+    committer.onCommit(() => sender?.wake());
+  }
   const webhookPort = await listen(webhook, config.ports.webhook, config.host);
   const shownHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
   const urls = { webhook: `http://${shownHost}:${webhookPort}/webhook` };
+  sender?.start();
   log.info({ role, webhook: urls.webhook, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
 
   let closed: Promise<void> | undefined;
@@ -54,7 +104,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     closed ??= (async () => {
       closing = true;
       await closeServer(webhook);
+      await sender?.stop();
       committer.drain();
+      graph?.close();
       try {
         db.pragma('wal_checkpoint(TRUNCATE)');
       } catch (error) {
@@ -65,7 +117,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     })();
     return closed;
   };
-  return { db, committer, urls, ports: { webhook: webhookPort }, close };
+  return { db, committer, catalog, sender, urls, ports: { webhook: webhookPort }, close };
 }
 
 export function listen(server: Server, port: number, host: string): Promise<number> {

@@ -1,0 +1,85 @@
+-- The dashboard feed: API keys, indexes for its read paths, and hourly rollups.
+
+-- API keys for the REST API and the WebSocket. Only the SHA-256 of a key is stored: keys are
+-- 256 random bits, so a fast hash is as good as a slow one and lets every request be checked.
+CREATE TABLE api_keys (
+  id          INTEGER PRIMARY KEY,
+  name        TEXT    NOT NULL,
+  prefix      TEXT    NOT NULL,               -- the first characters, to recognise a key in lists
+  key_sha256  BLOB    NOT NULL UNIQUE,
+  created_at  INTEGER NOT NULL,
+  revoked_at  INTEGER
+);
+
+-- A contact's chat history, newest first, in pages.
+CREATE INDEX outbox_contact_created ON outbox (contact, created_at, id);
+-- Latency and error-rate windows for /api/performance.
+CREATE INDEX outbox_created ON outbox (created_at);
+CREATE INDEX unlocks_created ON unlocks (created_at);
+
+-- rollup_minute summed per hour, kept by triggers in the same transaction as every bump, so a
+-- 30-day window reads 720 rows per pack instead of 43,200. The writers need not know it exists.
+CREATE TABLE rollup_hour (
+  hour                INTEGER NOT NULL,         -- epoch ms, floored to the UTC hour
+  pack_id             TEXT    NOT NULL,
+  clicks              INTEGER NOT NULL DEFAULT 0,
+  unlocks_started     INTEGER NOT NULL DEFAULT 0,
+  unlocks_repeated    INTEGER NOT NULL DEFAULT 0,
+  unlocks_expired     INTEGER NOT NULL DEFAULT 0,
+  unknown_triggers    INTEGER NOT NULL DEFAULT 0,
+  unlocks_completed   INTEGER NOT NULL DEFAULT 0,
+  messages_sent       INTEGER NOT NULL DEFAULT 0,
+  messages_delivered  INTEGER NOT NULL DEFAULT 0,
+  messages_read       INTEGER NOT NULL DEFAULT 0,
+  messages_failed     INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (hour, pack_id)
+) WITHOUT ROWID;
+
+INSERT INTO rollup_hour (hour, pack_id, clicks, unlocks_started, unlocks_repeated, unlocks_expired, unknown_triggers,
+                         unlocks_completed, messages_sent, messages_delivered, messages_read, messages_failed)
+SELECT minute - minute % 3600000, pack_id, SUM(clicks), SUM(unlocks_started), SUM(unlocks_repeated), SUM(unlocks_expired),
+       SUM(unknown_triggers), SUM(unlocks_completed), SUM(messages_sent), SUM(messages_delivered), SUM(messages_read),
+       SUM(messages_failed)
+FROM rollup_minute GROUP BY 1, 2;
+
+CREATE TRIGGER rollup_minute_insert_to_hour AFTER INSERT ON rollup_minute BEGIN
+  INSERT INTO rollup_hour (hour, pack_id, clicks, unlocks_started, unlocks_repeated, unlocks_expired, unknown_triggers,
+                           unlocks_completed, messages_sent, messages_delivered, messages_read, messages_failed)
+  VALUES (NEW.minute - NEW.minute % 3600000, NEW.pack_id, NEW.clicks, NEW.unlocks_started, NEW.unlocks_repeated,
+          NEW.unlocks_expired, NEW.unknown_triggers, NEW.unlocks_completed, NEW.messages_sent, NEW.messages_delivered,
+          NEW.messages_read, NEW.messages_failed)
+  ON CONFLICT (hour, pack_id) DO UPDATE SET
+    clicks = clicks + excluded.clicks,
+    unlocks_started = unlocks_started + excluded.unlocks_started,
+    unlocks_repeated = unlocks_repeated + excluded.unlocks_repeated,
+    unlocks_expired = unlocks_expired + excluded.unlocks_expired,
+    unknown_triggers = unknown_triggers + excluded.unknown_triggers,
+    unlocks_completed = unlocks_completed + excluded.unlocks_completed,
+    messages_sent = messages_sent + excluded.messages_sent,
+    messages_delivered = messages_delivered + excluded.messages_delivered,
+    messages_read = messages_read + excluded.messages_read,
+    messages_failed = messages_failed + excluded.messages_failed;
+END;
+
+-- An upsert's DO UPDATE fires UPDATE triggers: add the difference.
+CREATE TRIGGER rollup_minute_update_to_hour AFTER UPDATE ON rollup_minute BEGIN
+  INSERT INTO rollup_hour (hour, pack_id, clicks, unlocks_started, unlocks_repeated, unlocks_expired, unknown_triggers,
+                           unlocks_completed, messages_sent, messages_delivered, messages_read, messages_failed)
+  VALUES (NEW.minute - NEW.minute % 3600000, NEW.pack_id, NEW.clicks - OLD.clicks,
+          NEW.unlocks_started - OLD.unlocks_started, NEW.unlocks_repeated - OLD.unlocks_repeated,
+          NEW.unlocks_expired - OLD.unlocks_expired, NEW.unknown_triggers - OLD.unknown_triggers,
+          NEW.unlocks_completed - OLD.unlocks_completed, NEW.messages_sent - OLD.messages_sent,
+          NEW.messages_delivered - OLD.messages_delivered, NEW.messages_read - OLD.messages_read,
+          NEW.messages_failed - OLD.messages_failed)
+  ON CONFLICT (hour, pack_id) DO UPDATE SET
+    clicks = clicks + excluded.clicks,
+    unlocks_started = unlocks_started + excluded.unlocks_started,
+    unlocks_repeated = unlocks_repeated + excluded.unlocks_repeated,
+    unlocks_expired = unlocks_expired + excluded.unlocks_expired,
+    unknown_triggers = unknown_triggers + excluded.unknown_triggers,
+    unlocks_completed = unlocks_completed + excluded.unlocks_completed,
+    messages_sent = messages_sent + excluded.messages_sent,
+    messages_delivered = messages_delivered + excluded.messages_delivered,
+    messages_read = messages_read + excluded.messages_read,
+    messages_failed = messages_failed + excluded.messages_failed;
+END;

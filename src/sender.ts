@@ -1,0 +1,227 @@
+/**
+ * The sender: a worker in the webhook role that drains the outbox through the Graph API.
+ *   claim due rows with a lease (one transaction, one fsync for the batch)
+ *   → take a token from the global limiter per send
+ *   → POST to Graph API
+ *   → record the outcome through the group committer (shares fsyncs with webhook traffic)
+ * Per contact only one row is ever due at a time (see the claim query), so message k+1 is not
+ * sent before message k was accepted. Leases that expire (a crash mid-send) become `unknown`.
+ */
+import type { GroupCommitter } from './group-commit';
+import type { GraphClient, SendResult } from './graph-client';
+import { AMBIGUOUS_TIMEOUT, classifyGraphError, NETWORK_FAILURE, parseRetryAfter } from './graph-errors';
+import type { TokenBucket } from './limiter';
+import type { Logger } from './log';
+import { callbackDataFor, type DeliveryObserver, type Outbox } from './outbox';
+import type { Db } from './store/database';
+import type { DeliveryStore, OutboxRow } from './store/delivery-store';
+
+export interface SenderSettings {
+  readonly maxInFlight: number;
+  readonly claimBatch: number;
+  readonly leaseMs: number;
+  readonly idlePollMs: number;
+  readonly housekeepingMs: number;
+}
+
+export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
+  maxInFlight: 256,
+  claimBatch: 128,
+  leaseMs: 60_000,
+  idlePollMs: 250,
+  housekeepingMs: 1_000,
+};
+
+/** Hooks for tracing a send; the telemetry layer provides them. */
+export interface SendTracer {
+  start(row: OutboxRow, endpoint: string): { traceparent: string | null; end(result: SendResult): void };
+}
+
+export interface SenderDeps {
+  readonly db: Db;
+  readonly store: DeliveryStore;
+  readonly outbox: Outbox;
+  readonly committer: GroupCommitter;
+  readonly graph: GraphClient;
+  readonly limiter: TokenBucket;
+  readonly log: Logger;
+  readonly clock?: () => number;
+  readonly observer?: DeliveryObserver & { graphRequest?(outcome: 'ok' | 'error' | 'timeout', seconds: number): void };
+  readonly tracer?: SendTracer;
+  readonly settings?: Partial<SenderSettings>;
+}
+
+export class Sender {
+  private readonly settings: SenderSettings;
+  private readonly clock: () => number;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly claim;
+  private readonly housekeep;
+  private running = false;
+  private stopping = false;
+  private loopDone: Promise<void> | undefined;
+  private wakeUp: (() => void) | undefined;
+  private lastHousekeeping = 0;
+
+  constructor(private readonly deps: SenderDeps) {
+    this.settings = { ...DEFAULT_SENDER_SETTINGS, ...deps.settings };
+    this.clock = deps.clock ?? Date.now;
+    this.claim = deps.db.transaction((now: number, limit: number) => deps.store.claimDue(now, limit, now + this.settings.leaseMs));
+    this.housekeep = deps.db.transaction((now: number) => deps.outbox.recoverLeases(now) + deps.outbox.resolveUnknowns(now));
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  /** New rows may be due: look now rather than at the next poll. */
+  wake(): void {
+    const wake = this.wakeUp;
+    this.wakeUp = undefined;
+    wake?.();
+  }
+
+  /**
+   * Stops claiming; waits up to `graceMs` for in-flight sends to be recorded. Sends still
+   * unanswered then are marked `unknown` (they may have reached Meta).
+   */
+  async stop(graceMs = 5_000): Promise<void> {
+    this.stopping = true;
+    this.wake();
+    await this.loopDone;
+    const deadline = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs).unref());
+    const result = await Promise.race([Promise.all([...this.inFlight]).then(() => 'done' as const), deadline]);
+    if (result === 'late') {
+      const now = this.clock();
+      const stranded = this.deps.db.transaction(() => {
+        let n = 0;
+        for (const row of this.deps.store.expiredLeases(Number.MAX_SAFE_INTEGER)) {
+          this.deps.outbox.ambiguous(row, 'service stopped during the send', now);
+          n++;
+        }
+        return n;
+      })();
+      this.deps.log.warn({ stranded }, 'sender stopped with sends in flight; marked unknown');
+    }
+    this.running = false;
+  }
+
+  /**
+   * One pass: housekeeping when due, then claim and dispatch as many due rows as the
+   * limiter and the in-flight cap allow. Returns the number dispatched.
+   */
+  runOnce(): number {
+    const now = this.clock();
+    if (now - this.lastHousekeeping >= this.settings.housekeepingMs) {
+      this.lastHousekeeping = now;
+      this.housekeep.immediate(now);
+    }
+    const room = Math.min(this.settings.maxInFlight - this.inFlight.size, this.settings.claimBatch);
+    if (room <= 0) return 0;
+    let tokens = 0;
+    while (tokens < room && this.deps.limiter.tryTake()) tokens++;
+    if (tokens === 0) return 0;
+    const rows = this.claim.immediate(now, tokens) as OutboxRow[];
+    if (rows.length < tokens) this.deps.limiter.refund(tokens - rows.length);
+    for (const row of rows) {
+      const sending = this.send(row).finally(() => {
+        this.inFlight.delete(sending);
+        this.wake();
+      });
+      this.inFlight.add(sending);
+    }
+    return rows.length;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      let dispatched = 0;
+      try {
+        dispatched = this.runOnce();
+      } catch (error) {
+        // The database is locked or full: back off and try again; nothing was claimed.
+        this.deps.log.warn({ err: (error as Error).message }, 'sender could not claim; retrying');
+      }
+      if (this.stopping) break;
+      if (dispatched > 0) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
+      await this.sleep(this.waitMs());
+    }
+  }
+
+  private waitMs(): number {
+    const limiterWait = this.deps.limiter.waitMs();
+    if (limiterWait > 0) return limiterWait;
+    if (this.inFlight.size >= this.settings.maxInFlight) return this.settings.idlePollMs;
+    let next: number | undefined;
+    try {
+      next = this.deps.store.nextRunAt();
+    } catch {
+      next = undefined;
+    }
+    const untilNext = next === undefined ? this.settings.idlePollMs : next - this.clock();
+    return Math.max(1, Math.min(this.settings.idlePollMs, untilNext));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.wakeUp = undefined;
+        resolve();
+      }, ms);
+      this.wakeUp = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private async send(row: OutboxRow): Promise<void> {
+    const { graph, committer, outbox, observer } = this.deps;
+    const span = this.deps.tracer?.start(row, graph.endpoint);
+    const started = performance.now();
+    let result: SendResult;
+    try {
+      result = await graph.send(row.contact, JSON.parse(row.payload) as Record<string, unknown>, callbackDataFor(row.id));
+    } catch (error) {
+      result = { kind: 'not_sent', reason: (error as Error).message };
+    }
+    const seconds = (performance.now() - started) / 1000;
+    observer?.graphRequest?.(result.kind === 'accepted' ? 'ok' : result.kind === 'ambiguous' ? 'timeout' : 'error', seconds);
+    span?.end(result);
+    try {
+      await committer.submit(() => {
+        const now = this.clock();
+        switch (result.kind) {
+          case 'accepted':
+            if (outbox.accepted(row, result.wamid, now, span?.traceparent ?? null)) observer?.sendAttempt?.('accepted', 'none');
+            return;
+          case 'error': {
+            const how = classifyGraphError(result.error?.code, result.httpStatus);
+            const detail = `${result.error?.code ?? `HTTP ${result.httpStatus}`}: ${result.error?.message ?? how.meaning}`;
+            outbox.failed(row, how, detail, result.error?.code ?? null, parseRetryAfter(result.retryAfter, now), now);
+            if (how.alert) this.deps.log.error({ code: result.error?.code, error_class: how.errorClass }, 'Graph API rejected our credentials');
+            return;
+          }
+          case 'not_sent':
+            outbox.failed(row, NETWORK_FAILURE, result.reason, null, undefined, now);
+            return;
+          case 'ambiguous':
+            outbox.ambiguous(row, `${AMBIGUOUS_TIMEOUT.meaning}: ${result.reason}`, now);
+            return;
+        }
+      });
+    } catch (error) {
+      // Not recorded: the lease will expire and the row becomes `unknown`, resolved by a status or resent once.
+      this.deps.log.warn({ err: (error as Error).message, outbox_id: row.id }, 'send outcome not recorded');
+    }
+  }
+}
