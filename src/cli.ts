@@ -4,7 +4,10 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, SANDBOX_APP_SECRET, type Config, type Role } from './config';
-import { DatabaseOpenError } from './store/database';
+import { enqueueTeaser } from './outbox';
+import { loadCatalog, teaserMessage } from './packs';
+import { createDeliveryStore } from './store/delivery-store';
+import { DatabaseOpenError, openDatabase } from './store/database';
 import { createLogger, setContactHashKey } from './log';
 import { startService } from './service';
 
@@ -12,6 +15,8 @@ const USAGE = `usage: ctu <command> [options]
 
 commands:
   start [--role all|webhook|feed]   run the service (sandbox mode when META_ACCESS_TOKEN is unset)
+  send-teaser --to <contact> --pack <id>
+                                    queue the teaser with the Unlock button for a contact
   help                              this text
 
 Configuration comes from environment variables (and .env); see docs/operations.md.`;
@@ -21,6 +26,8 @@ async function main(argv: readonly string[]): Promise<number> {
   switch (command) {
     case 'start':
       return start(rest);
+    case 'send-teaser':
+      return sendTeaser(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -92,6 +99,29 @@ async function start(args: readonly string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  return 0;
+}
+
+function sendTeaser(args: readonly string[]): number {
+  const { values } = parseArgs({ args: [...args], options: { to: { type: 'string' }, pack: { type: 'string' } } });
+  if (values.to === undefined || !/^\+?\d{6,20}$/.test(values.to)) {
+    process.stderr.write('ctu send-teaser: --to needs the contact\'s WhatsApp number (digits, country code first)\n');
+    return 2;
+  }
+  const config = configOrExit();
+  const catalog = loadCatalog(config.packsFile);
+  const pack = catalog.byId(values.pack ?? '');
+  if (pack === undefined) {
+    process.stderr.write(`ctu send-teaser: --pack must be one of: ${catalog.packs.map((p) => p.id).join(', ')}\n`);
+    return 2;
+  }
+  const db = openDatabase(config.databasePath);
+  try {
+    const id = enqueueTeaser(createDeliveryStore(db), values.to.replace(/^\+/, ''), teaserMessage(pack), pack.id, Date.now());
+    process.stdout.write(`queued teaser #${id} for pack "${pack.id}"; the running service sends it\n`);
+  } finally {
+    db.close();
+  }
   return 0;
 }
 

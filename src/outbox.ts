@@ -58,6 +58,11 @@ export function outboxIdFromCallback(data: string | undefined): number | undefin
   return Number.isSafeInteger(id) && id > 0 ? id : undefined;
 }
 
+/** Queues the teaser (the message with the Unlock button) for a contact, through the same outbox. */
+export function enqueueTeaser(store: DeliveryStore, contact: string, payload: Record<string, unknown>, packId: string, now: number): number {
+  return store.insertOutbox({ kind: 'teaser', unlockId: null, contact, packId, position: 0, payload: JSON.stringify(payload), runAt: now, createdAt: now, traceContext: null });
+}
+
 export type Outbox = ReturnType<typeof createOutbox>;
 
 export function createOutbox(deps: OutboxDeps) {
