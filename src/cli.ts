@@ -10,11 +10,14 @@ import { createDeliveryStore } from './store/delivery-store';
 import { DatabaseOpenError, openDatabase } from './store/database';
 import { createLogger, setContactHashKey } from './log';
 import { startService } from './service';
+import { parseSimulateArgs, runSimulate } from './simulate-command';
 
 const USAGE = `usage: ctu <command> [options]
 
 commands:
   start [--role all|webhook|feed]   run the service (sandbox mode when META_ACCESS_TOKEN is unset)
+  simulate [--contacts N] [--rate R] [--duration D] [--duplicate-rate F] [--pack ID] [--settle D]
+                                    synthetic contacts tap Unlock through the running service's webhook
   send-teaser --to <contact> --pack <id>
                                     queue the teaser with the Unlock button for a contact
   help                              this text
@@ -26,6 +29,8 @@ async function main(argv: readonly string[]): Promise<number> {
   switch (command) {
     case 'start':
       return start(rest);
+    case 'simulate':
+      return simulate(rest);
     case 'send-teaser':
       return sendTeaser(rest);
     case undefined:
@@ -100,6 +105,33 @@ async function start(args: readonly string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   return 0;
+}
+
+async function simulate(args: readonly string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      contacts: { type: 'string' },
+      rate: { type: 'string' },
+      duration: { type: 'string' },
+      'duplicate-rate': { type: 'string' },
+      pack: { type: 'string' },
+      settle: { type: 'string' },
+    },
+  });
+  const options = parseSimulateArgs(values);
+  if (typeof options === 'string') {
+    process.stderr.write(`ctu simulate: ${options}\n`);
+    return 2;
+  }
+  const config = configOrExit();
+  try {
+    const tally = await runSimulate(config, loadCatalog(config.packsFile), options);
+    return tally.possibleDuplicates === 0 ? 0 : 1;
+  } catch (error) {
+    process.stderr.write(`ctu simulate: ${(error as Error).message}\n`);
+    return 1;
+  }
 }
 
 function sendTeaser(args: readonly string[]): number {

@@ -14,6 +14,7 @@ import type { Logger } from './log';
 import { createOutbox } from './outbox';
 import { loadCatalog, type Catalog } from './packs';
 import { Sender, type SenderSettings } from './sender';
+import { startSimulator, SIMULATOR_ACCESS_TOKEN, type Simulator } from './simulator';
 import { openDatabase, type Db } from './store/database';
 import { createDeliveryStore } from './store/delivery-store';
 import { createRollupStore } from './store/rollup-store';
@@ -37,7 +38,9 @@ export interface RunningService {
   readonly committer: GroupCommitter;
   readonly catalog: Catalog;
   readonly sender: Sender | undefined;
-  readonly urls: Readonly<{ webhook?: string }>;
+  /** The built-in Meta simulator (sandbox mode only). */
+  readonly simulator: Simulator | undefined;
+  readonly urls: Readonly<{ webhook?: string; graph?: string; simulator?: string }>;
   readonly ports: Readonly<{ webhook?: number }>;
   close(): Promise<void>;
 }
@@ -68,7 +71,15 @@ export async function startService(config: Config, options: ServiceOptions): Pro
 
   let graph: GraphClient | undefined;
   let sender: Sender | undefined;
-  const graphUrl = config.graphUrl ?? options.graphUrl;
+  let simulator: Simulator | undefined;
+  let graphUrl = config.graphUrl ?? options.graphUrl;
+  let accessToken = config.accessToken;
+  if (graphUrl === undefined && config.sandbox) {
+    // Sandbox: the built-in Meta simulator plays Graph API and calls our webhook back.
+    simulator = await startSimulator({ host: '127.0.0.1', phoneNumberId: config.phoneNumberId, appSecret: config.appSecrets[0] as string });
+    graphUrl = simulator.url;
+    accessToken = simulator.accessToken;
+  }
   if (graphUrl === undefined) {
     log.warn('no Graph API URL: the sender is not running');
   } else {
@@ -76,7 +87,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       baseUrl: graphUrl,
       version: config.graphVersion,
       phoneNumberId: config.phoneNumberId,
-      accessToken: config.accessToken ?? 'sandbox-access-token',
+      accessToken: accessToken ?? SIMULATOR_ACCESS_TOKEN,
       connectTimeoutMs: config.send.connectTimeoutMs,
       totalTimeoutMs: config.send.timeoutMs,
     });
@@ -95,7 +106,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   }
   const webhookPort = await listen(webhook, config.ports.webhook, config.host);
   const shownHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
-  const urls = { webhook: `http://${shownHost}:${webhookPort}/webhook` };
+  const urls = { webhook: `http://${shownHost}:${webhookPort}/webhook`, ...(graphUrl !== undefined ? { graph: graphUrl } : {}), ...(simulator !== undefined ? { simulator: simulator.url } : {}) };
+  simulator?.setWebhook(urls.webhook, config.appSecrets[0]);
   sender?.start();
   log.info({ role, webhook: urls.webhook, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
 
@@ -107,6 +119,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       await sender?.stop();
       committer.drain();
       graph?.close();
+      await simulator?.close();
       try {
         db.pragma('wal_checkpoint(TRUNCATE)');
       } catch (error) {
@@ -117,7 +130,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     })();
     return closed;
   };
-  return { db, committer, catalog, sender, urls, ports: { webhook: webhookPort }, close };
+  return { db, committer, catalog, sender, simulator, urls, ports: { webhook: webhookPort }, close };
 }
 
 export function listen(server: Server, port: number, host: string): Promise<number> {
