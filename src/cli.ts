@@ -2,13 +2,16 @@
  * `ctu`: the one program, with commands. `ctu start [--role all|webhook|feed]` runs the
  * service (all roles in one process by default).
  */
+// First: the OpenTelemetry SDK must start before express is loaded, so it can patch it.
+import { runtime } from './telemetry/boot';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, SANDBOX_APP_SECRET, type Config, type Role } from './config';
 import { enqueueTeaser } from './outbox';
 import { loadCatalog, teaserMessage } from './packs';
 import { createDeliveryStore } from './store/delivery-store';
 import { DatabaseOpenError, openDatabase } from './store/database';
-import { createLogger, setContactHashKey } from './log';
+import { setContactHashKey } from './log';
+import { createTelemetryLogger } from './telemetry/log';
 import { startService } from './service';
 import { parseSimulateArgs, runSimulate } from './simulate-command';
 
@@ -65,11 +68,12 @@ async function start(args: readonly string[]): Promise<number> {
     return 2;
   }
   const config = configOrExit();
-  const log = createLogger(config.logLevel);
+  const log = createTelemetryLogger(config.logLevel);
+  runtime.setLogger(log);
   setContactHashKey(`contact:${config.appSecrets[0]}`);
   let service;
   try {
-    service = await startService(config, { role, log });
+    service = await startService(config, { role, log, telemetry: runtime });
   } catch (error) {
     const message = error instanceof DatabaseOpenError || error instanceof Error ? error.message : String(error);
     process.stderr.write(`ctu start: ${message}\n`);
@@ -96,7 +100,10 @@ async function start(args: readonly string[]): Promise<number> {
         process.exit(1);
       }, 15_000);
       deadline.unref();
-      service.close().then(resolve, (error: unknown) => {
+      service
+        .close()
+        .then(() => runtime.shutdown())
+        .then(resolve, (error: unknown) => {
         log.error({ err: (error as Error).message }, 'shutdown failed');
         process.exit(1);
       });

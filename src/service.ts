@@ -21,6 +21,11 @@ import { createRollupStore } from './store/rollup-store';
 import { createWebhookStore } from './store/webhook-store';
 import { createUnlockHooks } from './unlock';
 import { createWebhookServer } from './webhook-server';
+import { batchObserver, ingestObserver, webhookObserver } from './telemetry/adapters';
+import { deliveryTracer, sendTracer } from './telemetry/delivery-tracing';
+import { createTelemetry, type Telemetry } from './telemetry/metrics';
+import { startMetricsServer, type MetricsServer } from './telemetry/metrics-server';
+import type { TelemetryRuntime } from './telemetry/sdk';
 
 export interface ServiceOptions {
   readonly role?: Role;
@@ -31,6 +36,8 @@ export interface ServiceOptions {
   readonly graphUrl?: string;
   readonly sender?: Partial<SenderSettings>;
   readonly random?: () => number;
+  /** The started OpenTelemetry runtime; with it, /metrics is served on METRICS_PORT. */
+  readonly telemetry?: TelemetryRuntime;
 }
 
 export interface RunningService {
@@ -40,7 +47,8 @@ export interface RunningService {
   readonly sender: Sender | undefined;
   /** The built-in Meta simulator (sandbox mode only). */
   readonly simulator: Simulator | undefined;
-  readonly urls: Readonly<{ webhook?: string; graph?: string; simulator?: string }>;
+  readonly telemetry: Telemetry;
+  readonly urls: Readonly<{ webhook?: string; graph?: string; simulator?: string; metrics?: string }>;
   readonly ports: Readonly<{ webhook?: number }>;
   close(): Promise<void>;
 }
@@ -53,6 +61,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const clock = options.clock ?? Date.now;
   const db = openDatabase(config.databasePath);
   const committer = new GroupCommitter(db);
+  const t = options.telemetry?.telemetry ?? createTelemetry();
+  t.setPackIds(catalog.packs.map((p) => p.id));
+  committer.onBatch(batchObserver(t));
   const webhookStore = createWebhookStore(db);
   const deliveryStore = createDeliveryStore(db);
   const appendEvent = webhookStore.appendEvent;
@@ -61,13 +72,27 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     store: deliveryStore,
     rollup,
     appendEvent,
+    observer: t,
     ...(options.random !== undefined ? { random: options.random } : {}),
     settings: { unknownWaitMs: config.send.unknownWaitMs, maxAgeMs: config.send.maxAgeMs },
   });
-  const hooks = createUnlockHooks({ catalog, store: deliveryStore, rollup, outbox, appendEvent, maxTapAgeMs: config.unlockMaxTapAgeMs });
-  const ingest = createIngest(db, webhookStore, hooks);
+  const hooks = createUnlockHooks({
+    catalog,
+    store: deliveryStore,
+    rollup,
+    outbox,
+    appendEvent,
+    maxTapAgeMs: config.unlockMaxTapAgeMs,
+    observer: t,
+    tracer: deliveryTracer,
+  });
+  const ingest = createIngest(db, webhookStore, hooks, ingestObserver(t));
   let closing = false;
-  const webhook = createWebhookServer({ config, committer, ingest, log, clock, isClosing: () => closing });
+  const webhook = createWebhookServer({ config, committer, ingest, log, clock, observer: webhookObserver(t), isClosing: () => closing });
+  t.observeQueue(() => {
+    const queue = deliveryStore.queueStats(clock());
+    return { depth: queue.depth, oldestAgeSeconds: queue.oldestAgeMs / 1000 };
+  });
 
   let graph: GraphClient | undefined;
   let sender: Sender | undefined;
@@ -100,13 +125,27 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       limiter: new TokenBucket(config.sendRatePerSecond),
       log,
       clock,
+      observer: t,
+      tracer: sendTracer,
       ...(options.sender !== undefined ? { settings: options.sender } : {}),
     });
     committer.onCommit(() => sender?.wake());
   }
   const webhookPort = await listen(webhook, config.ports.webhook, config.host);
   const shownHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
-  const urls = { webhook: `http://${shownHost}:${webhookPort}/webhook`, ...(graphUrl !== undefined ? { graph: graphUrl } : {}), ...(simulator !== undefined ? { simulator: simulator.url } : {}) };
+  let metrics: MetricsServer | undefined;
+  const runtime = options.telemetry;
+  if (runtime !== undefined) {
+    metrics = await startMetricsServer({
+      port: config.ports.metrics,
+      host: config.host,
+      appMetricsText: () => runtime.appMetricsText(),
+      onError: (error) => log.warn({ err: (error as Error).message }, 'metrics scrape failed'),
+    });
+  }
+  const urls = { webhook: `http://${shownHost}:${webhookPort}/webhook`, ...(graphUrl !== undefined ? { graph: graphUrl } : {}), ...(simulator !== undefined ? { simulator: simulator.url } : {}),
+    ...(metrics !== undefined ? { metrics: `http://${shownHost}:${metrics.port}/metrics` } : {}),
+  };
   simulator?.setWebhook(urls.webhook, config.appSecrets[0]);
   sender?.start();
   log.info({ role, webhook: urls.webhook, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
@@ -120,6 +159,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       committer.drain();
       graph?.close();
       await simulator?.close();
+      await metrics?.close();
       try {
         db.pragma('wal_checkpoint(TRUNCATE)');
       } catch (error) {
@@ -130,7 +170,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     })();
     return closed;
   };
-  return { db, committer, catalog, sender, simulator, urls, ports: { webhook: webhookPort }, close };
+  return { db, committer, catalog, sender, simulator, telemetry: t, urls, ports: { webhook: webhookPort }, close };
 }
 
 export function listen(server: Server, port: number, host: string): Promise<number> {

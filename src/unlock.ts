@@ -23,8 +23,15 @@ export interface UnlockDeps {
   readonly appendEvent: (row: EventRow) => number;
   readonly maxTapAgeMs: number;
   readonly observer?: DeliveryObserver;
-  /** The W3C traceparent of the active span, stored with outbox rows so sends continue the tap's trace. */
-  readonly currentTraceparent?: () => string | null;
+  readonly tracer?: DeliveryTracer;
+}
+
+/** Spans for taps and statuses; the telemetry layer provides them. */
+export interface DeliveryTracer {
+  /** Records the tap's span; returns its W3C traceparent, stored with outbox rows so sends continue the trace. */
+  tap(packId: string | null, contact: string): string | null;
+  /** Records a status's handling, linked to the span of the send it reports on. */
+  status(sendTraceparent: string | null, status: string, packId: string | null): void;
 }
 
 export function createUnlockHooks(deps: UnlockDeps): Required<IngestHooks> {
@@ -84,7 +91,7 @@ export function createUnlockHooks(deps: UnlockDeps): Required<IngestHooks> {
       observer?.unlock?.(pack.id, 'repeated');
       return;
     }
-    const traceContext = deps.currentTraceparent?.() ?? null;
+    const traceContext = deps.tracer?.tap(pack.id, item.from) ?? null;
     pack.messages.forEach((message, position) => {
       store.insertOutbox({ kind: 'pack', unlockId, contact: item.from, packId: pack.id, position, payload: JSON.stringify(message), runAt: now, createdAt: now, traceContext });
     });
@@ -99,6 +106,7 @@ export function createUnlockHooks(deps: UnlockDeps): Required<IngestHooks> {
     const byCallback = outboxIdFromCallback(item.callbackData);
     const row = (byCallback !== undefined ? store.byId(byCallback) : undefined) ?? store.byWamid(item.wamid);
     if (row === undefined) return; // not ours (or not yet known): kept by ingest all the same
+    deps.tracer?.status(row.send_trace, item.status, row.pack_id);
     const code = item.errors[0]?.code ?? null;
     const how = item.status === 'failed' ? classifyGraphError(code ?? undefined) : undefined;
     deps.outbox.status(row, item.wamid, item.status, statusRank(item.status), code, how, ctx.receivedAt);

@@ -1,0 +1,123 @@
+/**
+ * Telemetry must never break the service: the SDK's own diagnostics go to our pino log at a
+ * bounded rate (an unreachable collector would otherwise log on every batch), and a failing
+ * span export is counted and swallowed.
+ */
+import { type DiagLogger } from '@opentelemetry/api';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+
+export interface LogSink {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+/** At most `perWindow` lines per window; the next line after a window reports how many were dropped. */
+export class RateLimitedDiagLogger implements DiagLogger {
+  private windowStart = 0;
+  private inWindow = 0;
+  private suppressed = 0;
+
+  constructor(
+    private sink: LogSink,
+    private readonly perWindow = 10,
+    private readonly windowMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  setSink(sink: LogSink): void {
+    this.sink = sink;
+  }
+
+  error(message: string, ...args: unknown[]): void {
+    this.emit('error', message, args);
+  }
+  warn(message: string, ...args: unknown[]): void {
+    this.emit('warn', message, args);
+  }
+  info(message: string, ...args: unknown[]): void {
+    this.emit('info', message, args);
+  }
+  debug(message: string, ...args: unknown[]): void {
+    this.emit('debug', message, args);
+  }
+  verbose(message: string, ...args: unknown[]): void {
+    this.emit('debug', message, args);
+  }
+
+  private emit(level: keyof LogSink, message: string, args: unknown[]): void {
+    const now = this.now();
+    if (now - this.windowStart >= this.windowMs) {
+      this.windowStart = now;
+      this.inWindow = 0;
+    }
+    if (this.inWindow >= this.perWindow) {
+      this.suppressed++;
+      return;
+    }
+    this.inWindow++;
+    const fields: Record<string, unknown> = { component: 'otel' };
+    if (this.suppressed > 0) {
+      fields.suppressed = this.suppressed;
+      this.suppressed = 0;
+    }
+    const detail = args.map(describe).filter((s) => s !== '');
+    if (detail.length > 0) fields.detail = detail.join(' ').slice(0, 500);
+    try {
+      this.sink[level](fields, `opentelemetry: ${String(message).slice(0, 500)}`);
+    } catch {
+      // a broken log sink must not turn a diagnostic into a crash
+    }
+  }
+}
+
+function describe(arg: unknown): string {
+  if (arg instanceof Error) return arg.message;
+  if (typeof arg === 'string') return arg;
+  if (arg === undefined || arg === null) return '';
+  try {
+    return JSON.stringify(arg) ?? '';
+  } catch {
+    return String(arg);
+  }
+}
+
+/** Wraps a span exporter so every failed export is counted; the result still reaches the batch processor. */
+export class CountingSpanExporter implements SpanExporter {
+  constructor(
+    private readonly inner: SpanExporter,
+    private readonly onFailure: (error: Error | undefined) => void,
+    private readonly onSuccess: () => void = () => undefined,
+  ) {}
+
+  export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+    const done = (result: ExportResult): void => {
+      if (result.code !== ExportResultCode.SUCCESS) this.failed(result.error);
+      else this.onSuccess();
+      resultCallback(result);
+    };
+    try {
+      this.inner.export(spans, done);
+    } catch (error) {
+      done({ code: ExportResultCode.FAILED, error: error instanceof Error ? error : new Error(String(error)) });
+    }
+  }
+
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+
+  forceFlush(): Promise<void> {
+    return this.inner.forceFlush?.() ?? Promise.resolve();
+  }
+
+  private failed(error: Error | undefined): void {
+    try {
+      this.onFailure(error);
+    } catch {
+      // counting is best effort
+    }
+  }
+}

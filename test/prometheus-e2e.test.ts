@@ -1,0 +1,293 @@
+/**
+ * End to end: the real `prometheus` binary on loopback runs the shipped prometheus/prometheus.yml
+ * (rewritten only for addresses and a 1 s scrape/evaluation interval) with the shipped
+ * recording rules and a copy of the alerting rules whose `for:` is shortened to 1 s. It scrapes
+ * a metrics source; then every dashboard panel's query must return data, and each fault must
+ * bring its alerts to pending or firing.
+ *
+ * The source is `startScriptedTraffic()` (the real telemetry layer fed scripted events). To run
+ * against the sandbox and simulator instead, implement `MetricsSource` on them and change
+ * `startSource` below; nothing else in this file depends on where the metrics come from.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import { freePort, PROMETHEUS_BIN, toolAvailable } from './helpers/prometheus';
+import { startScriptedTraffic, type Fault, type MetricsSource } from './prometheus-e2e-traffic';
+import { dashboardQueries, REPO } from './prometheus-names';
+
+const startSource = (): Promise<MetricsSource> => startScriptedTraffic();
+
+/** Which alerts each fault must raise (to pending or firing). */
+const EXPECTED: ReadonlyArray<readonly [Fault, readonly string[]]> = [
+  ['bad_signatures', ['WebhookSignatureFailureSpike']],
+  ['sends_fail', ['DeliverySuccessBelowObjective', 'DeadLettersRising']],
+  ['token_expired', ['GraphApiAuthFailures']],
+  ['database_read_only', ['DatabaseNotWritable', 'WebhookErrorRatioHigh']],
+  ['sender_stuck', ['SenderBacklogOld']],
+];
+
+const INTERVAL_SECONDS = 1;
+const ALERT_TIMEOUT_MS = 40_000;
+const hasPrometheus = toolAvailable(PROMETHEUS_BIN);
+
+interface PromConfig {
+  global: Record<string, unknown>;
+  rule_files: string[];
+  alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+  scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+}
+
+/** The shipped config with only the scrape and Alertmanager addresses and the intervals changed. */
+function rewriteConfig(shipped: PromConfig, target: string, alertmanager: string): PromConfig {
+  const copy = structuredClone(shipped);
+  copy.global.scrape_interval = `${INTERVAL_SECONDS}s`;
+  copy.global.scrape_timeout = `${INTERVAL_SECONDS}s`;
+  copy.global.evaluation_interval = `${INTERVAL_SECONDS}s`;
+  for (const job of copy.scrape_configs) for (const sc of job.static_configs) sc.targets = sc.targets.map(() => target);
+  for (const am of copy.alerting.alertmanagers) for (const sc of am.static_configs) sc.targets = sc.targets.map(() => alertmanager);
+  return copy;
+}
+
+/** Alerting rules with every `for:` shortened, so alerts show within seconds; expressions untouched. */
+function shortenFor(text: string): string {
+  const doc = parse(text) as { groups: { rules: { for?: string }[] }[] };
+  for (const group of doc.groups) for (const rule of group.rules) if (rule.for !== undefined) rule.for = `${INTERVAL_SECONDS}s`;
+  return stringify(doc);
+}
+
+interface ActiveAlert {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  state: 'pending' | 'firing';
+}
+
+interface LivePrometheus {
+  readonly url: string;
+  api<T>(path: string): Promise<T>;
+  stop(): Promise<void>;
+}
+
+async function startShippedPrometheus(target: string, alertmanager: string): Promise<LivePrometheus> {
+  const dir = mkdtempSync(join(tmpdir(), 'ctu-prom-e2e-'));
+  mkdirSync(join(dir, 'rules'));
+  const shipped = parse(readFileSync(join(REPO, 'prometheus', 'prometheus.yml'), 'utf8')) as PromConfig;
+  writeFileSync(join(dir, 'prometheus.yml'), stringify(rewriteConfig(shipped, target, alertmanager)));
+  writeFileSync(join(dir, 'rules', 'recording.yml'), readFileSync(join(REPO, 'prometheus', 'rules', 'recording.yml')));
+  writeFileSync(join(dir, 'rules', 'alerts.yml'), shortenFor(readFileSync(join(REPO, 'prometheus', 'rules', 'alerts.yml'), 'utf8')));
+
+  let lastError = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const child = spawn(
+      PROMETHEUS_BIN,
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr?.on('data', (c: Buffer) => {
+      if (stderr.length < 20_000) stderr += c.toString('utf8');
+    });
+    const url = `http://127.0.0.1:${port}`;
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && child.exitCode === null) {
+      const ready = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1_000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ready) {
+        return {
+          url,
+          async api<T>(path: string): Promise<T> {
+            const res = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5_000) });
+            const body = (await res.json()) as { status: string; data: T; error?: string };
+            if (body.status !== 'success') throw new Error(`${path}: ${body.error ?? res.status}`);
+            return body.data;
+          },
+          async stop() {
+            await stopChild(child);
+            rmSync(dir, { recursive: true, force: true });
+          },
+        };
+      }
+      await sleep(100);
+    }
+    lastError = stderr.slice(-2_000);
+    await stopChild(child);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  throw new Error(`prometheus did not become ready: ${lastError}`);
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(kill);
+}
+
+/** Stands in for Alertmanager: records what Prometheus posts to /api/v2/alerts. */
+async function startAlertReceiver(): Promise<{ target: string; received: ActiveAlert[]; close(): Promise<void> }> {
+  const received: ActiveAlert[] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/api/v2/alerts') {
+        for (const a of JSON.parse(Buffer.concat(chunks).toString('utf8')) as ActiveAlert[]) if (received.length < 1_000) received.push(a);
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    target: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `probe` every 250 ms until it returns a value that is not undefined, at most `timeoutMs`. */
+async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    await sleep(250);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError !== undefined ? `: ${String(lastError)}` : ''}`);
+}
+
+/** Grafana's macros and the dashboards' template variables, as Grafana would expand them here. */
+function expandMacros(expr: string, rangeSeconds: number): string {
+  const expanded = expr
+    .replaceAll('$__rate_interval', `${4 * INTERVAL_SECONDS * 2}s`)
+    .replaceAll('$__range', `${rangeSeconds}s`)
+    .replaceAll('$__interval', `${2 * INTERVAL_SECONDS}s`)
+    .replace(/\$\{?pack\}?/g, '.*');
+  if (/\$/.test(expanded)) throw new Error(`unexpanded variable in ${expr}`);
+  return expanded;
+}
+
+describe.skipIf(!hasPrometheus)('Prometheus end to end: shipped config, rules and dashboards against live metrics', () => {
+  let source: MetricsSource;
+  let receiver: Awaited<ReturnType<typeof startAlertReceiver>>;
+  let prometheus: LivePrometheus;
+  let startedAt = 0;
+
+  const activeAlerts = async (): Promise<ActiveAlert[]> => (await prometheus.api<{ alerts: ActiveAlert[] }>('/api/v1/alerts')).alerts;
+
+  beforeAll(async () => {
+    source = await startSource();
+    receiver = await startAlertReceiver();
+    startedAt = Date.now();
+    prometheus = await startShippedPrometheus(source.target, receiver.target);
+  }, 60_000);
+
+  afterAll(async () => {
+    await prometheus?.stop();
+    await receiver?.close();
+    await source?.close();
+  });
+
+  it('when the shipped config is rewritten for the test, then only addresses and intervals change', () => {
+    const shipped = parse(readFileSync(join(REPO, 'prometheus', 'prometheus.yml'), 'utf8')) as PromConfig;
+    const rewritten = rewriteConfig(shipped, '127.0.0.1:1', '127.0.0.1:2');
+    const mask = (c: PromConfig): PromConfig => rewriteConfig(c, 'T', 'A');
+    expect(mask(rewritten)).toEqual(mask(shipped));
+    expect(rewritten.scrape_configs[0]?.static_configs[0]?.targets).toEqual(['127.0.0.1:1']);
+    expect(rewritten.rule_files).toEqual(shipped.rule_files);
+  });
+
+  it('when healthy traffic is scraped, then the target is up, rules evaluate and no alert is pending or firing', async () => {
+    await eventually('target up', 20_000, async () => {
+      const up = await prometheus.api<{ result: { value: [number, string] }[] }>(`/api/v1/query?query=${encodeURIComponent('up{job="click-to-unlock"}')}`);
+      return up.result[0]?.value[1] === '1' ? true : undefined;
+    });
+    await eventually('recording rules to produce the webhook error ratio', 20_000, async () => {
+      const r = await prometheus.api<{ result: unknown[] }>(`/api/v1/query?query=${encodeURIComponent('unlock:webhook_error_ratio:rate5m')}`);
+      return r.result.length > 0 ? true : undefined;
+    });
+    // Right after start, "no traffic" holds until two scrapes exist; it must clear by itself.
+    const quiet = await eventually('no active alerts under healthy traffic', 20_000, async () => {
+      const alerts = await activeAlerts();
+      return alerts.length === 0 ? alerts : undefined;
+    });
+    expect(quiet).toEqual([]);
+  }, 70_000);
+
+  for (const [fault, expected] of EXPECTED) {
+    it(`when ${fault.replaceAll('_', ' ')}, then ${expected.join(' and ')} reach pending or firing, and nothing unrelated does`, async () => {
+      const before = new Set((await activeAlerts()).map((a) => a.labels.alertname));
+      await source.setFault(fault);
+      try {
+        const seen = await eventually(`${expected.join(', ')} after ${fault}`, ALERT_TIMEOUT_MS, async () => {
+          const alerts = await activeAlerts();
+          const names = new Set(alerts.map((a) => a.labels.alertname));
+          return expected.every((name) => names.has(name)) ? alerts : undefined;
+        });
+        for (const alert of seen) {
+          expect(['pending', 'firing']).toContain(alert.state);
+          const name = alert.labels.alertname as string;
+          expect([...expected, ...before], `${name} is unrelated to ${fault}`).toContain(name);
+        }
+      } finally {
+        await source.setFault(undefined);
+      }
+    }, ALERT_TIMEOUT_MS + 10_000);
+  }
+
+  it('when alerts fire, then Prometheus delivers them to the configured Alertmanager with their runbook links', async () => {
+    // Prometheus sends notifications on its own schedule; on a busy machine that takes a while.
+    const names = await eventually('alerts posted to the Alertmanager address', 50_000, () => {
+      const posted = new Set(receiver.received.map((a) => a.labels.alertname));
+      return Promise.resolve(posted.has('WebhookSignatureFailureSpike') && posted.has('DatabaseNotWritable') ? posted : undefined);
+    });
+    expect(names.size).toBeGreaterThanOrEqual(2);
+    for (const alert of receiver.received) expect(alert.annotations.runbook_url).toMatch(/^docs\/operations\.md#[a-z]+$/);
+  }, 60_000);
+
+  it('when every dashboard panel query runs against Prometheus, then each returns data', async () => {
+    const end = Math.floor(Date.now() / 1000);
+    const start = Math.floor(startedAt / 1000);
+    const queries = dashboardQueries();
+    expect(queries.length).toBeGreaterThan(30);
+    const empty: string[] = [];
+    for (const q of queries) {
+      const expr = expandMacros(q.expr, end - start);
+      const params = new URLSearchParams({ query: expr, start: String(start), end: String(end), step: '1' });
+      const data = await prometheus.api<{ result: { values: [number, string][] }[] }>(`/api/v1/query_range?${params.toString()}`);
+      const hasData = data.result.some((series) => series.values.some(([, v]) => Number.isFinite(Number(v))));
+      if (!hasData) empty.push(`${q.dashboard} / ${q.panel} [${q.refId}]: ${expr}`);
+    }
+    expect(empty).toEqual([]);
+    // The business dashboard's pack variable lists the packs seen.
+    const packs = await prometheus.api<string[]>(`/api/v1/label/pack/values?${new URLSearchParams({ 'match[]': 'unlock_button_clicks_total' }).toString()}`);
+    expect(packs.length).toBeGreaterThan(0);
+  }, 60_000);
+});
