@@ -83,3 +83,31 @@ CREATE TRIGGER rollup_minute_update_to_hour AFTER UPDATE ON rollup_minute BEGIN
     messages_read = messages_read + excluded.messages_read,
     messages_failed = messages_failed + excluded.messages_failed;
 END;
+
+-- Distinct contacts in any run of whole days, without COUNT(DISTINCT) over the run: for each
+-- (day, contact) first seen, how many days since that contact's previous tap day (1000000 =
+-- never). A contact counts once in days [d1, dn] exactly on its first day there, which is the
+-- day whose gap reaches back before d1: distinct = Σ contacts WHERE gap_days > day − d1 (in days).
+-- Kept by a trigger, so the writers need not know it exists; exact while days are written in order.
+CREATE INDEX rollup_contact_day_by_contact ON rollup_contact_day (contact, day);
+
+CREATE TABLE rollup_contact_gap (
+  day       INTEGER NOT NULL,                   -- epoch ms, floored to the UTC day
+  gap_days  INTEGER NOT NULL,
+  contacts  INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, gap_days)
+) WITHOUT ROWID;
+
+INSERT INTO rollup_contact_gap (day, gap_days, contacts)
+SELECT day, gap, COUNT(*) FROM (
+  SELECT day, COALESCE((day - LAG(day) OVER (PARTITION BY contact ORDER BY day)) / 86400000, 1000000) AS gap
+  FROM rollup_contact_day
+) GROUP BY day, gap;
+
+CREATE TRIGGER rollup_contact_day_to_gap AFTER INSERT ON rollup_contact_day BEGIN
+  INSERT INTO rollup_contact_gap (day, gap_days, contacts)
+  VALUES (NEW.day,
+          COALESCE((NEW.day - (SELECT MAX(day) FROM rollup_contact_day WHERE contact = NEW.contact AND day < NEW.day)) / 86400000, 1000000),
+          1)
+  ON CONFLICT (day, gap_days) DO UPDATE SET contacts = contacts + 1;
+END;

@@ -9,11 +9,15 @@ import { ConfigError, loadConfig, SANDBOX_APP_SECRET, type Config, type Role } f
 import { enqueueTeaser } from './outbox';
 import { loadCatalog, teaserMessage } from './packs';
 import { createDeliveryStore } from './store/delivery-store';
+import { createApiKey, listApiKeys, revokeApiKey } from './store/key-store';
 import { DatabaseOpenError, openDatabase } from './store/database';
 import { setContactHashKey } from './log';
 import { createTelemetryLogger } from './telemetry/log';
 import { startService } from './service';
 import { parseSimulateArgs, runSimulate } from './simulate-command';
+import { backupCommand, restoreCommand } from './backup';
+import { doctorCommand } from './doctor';
+import { pruneCommand } from './retention';
 
 const USAGE = `usage: ctu <command> [options]
 
@@ -21,8 +25,15 @@ commands:
   start [--role all|webhook|feed]   run the service (sandbox mode when META_ACCESS_TOKEN is unset)
   simulate [--contacts N] [--rate R] [--duration D] [--duplicate-rate F] [--pack ID] [--settle D]
                                     synthetic contacts tap Unlock through the running service's webhook
+  keys create --name <name> | keys list | keys revoke <id>
+                                    dashboard API keys (stored only as hashes; a new key is shown once)
   send-teaser --to <contact> --pack <id>
                                     queue the teaser with the Unlock button for a contact
+  doctor [--json]                   check a running deployment end to end (exit 0 healthy, 1 degraded, 2 down)
+  backup [--out FILE]               online backup of the live database, verified with integrity_check
+  restore FILE                      replace the (stopped) database with a checked backup
+  prune --older-than 30d [--batch N]
+                                    delete raw payloads and events older than that (dedupe keys: 30 d at least)
   help                              this text
 
 Configuration comes from environment variables (and .env); see docs/operations.md.`;
@@ -36,6 +47,16 @@ async function main(argv: readonly string[]): Promise<number> {
       return simulate(rest);
     case 'send-teaser':
       return sendTeaser(rest);
+    case 'keys':
+      return keys(rest);
+    case 'doctor':
+      return doctorCommand(rest, configOrExit());
+    case 'backup':
+      return backupCommand(rest, configOrExit());
+    case 'restore':
+      return restoreCommand(rest, configOrExit());
+    case 'prune':
+      return pruneCommand(rest, configOrExit().databasePath);
     case undefined:
     case 'help':
     case '--help':
@@ -80,18 +101,28 @@ async function start(args: readonly string[]): Promise<number> {
     return 1;
   }
   if (config.sandbox) {
+    const u = service.urls;
+    const pageUrl = u.page !== undefined && service.sandboxKey !== undefined ? `${u.page}#key=${service.sandboxKey}` : undefined;
     process.stdout.write(
       [
         '',
-        'Click-to-Unlock is running in sandbox mode (META_ACCESS_TOKEN is unset).',
-        `  webhook        ${service.urls.webhook ?? '(not in this role)'}`,
+        'Click-to-Unlock is running in sandbox mode (META_ACCESS_TOKEN is unset); a built-in Meta simulator plays Graph API.',
+        `  webhook        ${u.webhook ?? '(not in this role)'}`,
+        `  REST API       ${u.api ?? '(not in this role)'}   (Authorization: Bearer ${service.sandboxKey ?? '…'})`,
+        `  WebSocket      ${u.ws ?? '(not in this role)'}`,
+        `  dashboard      ${pageUrl ?? '(not in this role)'}`,
+        `  metrics        ${u.metrics ?? '(not served)'}`,
         `  app secret     ${config.appSecrets[0] === SANDBOX_APP_SECRET ? `${SANDBOX_APP_SECRET} (development only)` : '(from META_APP_SECRET)'}`,
         `  verify token   ${config.verifyToken}`,
         `  database       ${config.databasePath}`,
         '',
+        'Try it: in another terminal, run',
+        '  npx ctu simulate --contacts 50 --rate 10 --duration 30s',
+        '',
       ].join('\n') + '\n',
     );
   }
+
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'shutting down');
@@ -138,6 +169,54 @@ async function simulate(args: readonly string[]): Promise<number> {
   } catch (error) {
     process.stderr.write(`ctu simulate: ${(error as Error).message}\n`);
     return 1;
+  }
+}
+
+function keys(args: readonly string[]): number {
+  const [action, ...rest] = args;
+  const { values, positionals } = parseArgs({ args: rest, options: { name: { type: 'string' } }, allowPositionals: true });
+  const config = configOrExit();
+  const db = openDatabase(config.databasePath);
+  try {
+    switch (action) {
+      case 'create': {
+        const name = values.name?.trim() ?? '';
+        if (name === '' || name.length > 100) {
+          process.stderr.write('ctu keys create: --name is required (1-100 characters), e.g. --name "dashboard team"\n');
+          return 2;
+        }
+        const { id, key } = createApiKey(db, name);
+        process.stdout.write(`created key #${id} "${name}". It is shown only this once; store it now:\n${key}\n`);
+        return 0;
+      }
+      case 'list': {
+        const rows = listApiKeys(db);
+        if (rows.length === 0) process.stdout.write('no API keys\n');
+        for (const k of rows) {
+          const state = k.revokedAt === null ? 'active' : `revoked ${new Date(k.revokedAt).toISOString()}`;
+          process.stdout.write(`#${k.id}\t${k.prefix}…\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${state}\n`);
+        }
+        return 0;
+      }
+      case 'revoke': {
+        const id = Number(positionals[0]);
+        if (!Number.isSafeInteger(id) || id <= 0) {
+          process.stderr.write('ctu keys revoke: give the key\'s id, as shown by ctu keys list\n');
+          return 2;
+        }
+        if (!revokeApiKey(db, id)) {
+          process.stderr.write(`ctu keys revoke: no active key #${id}\n`);
+          return 1;
+        }
+        process.stdout.write(`revoked key #${id}; its WebSocket connections close within seconds\n`);
+        return 0;
+      }
+      default:
+        process.stderr.write('usage: ctu keys create --name <name> | ctu keys list | ctu keys revoke <id>\n');
+        return 2;
+    }
+  } finally {
+    db.close();
   }
 }
 

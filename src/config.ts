@@ -32,6 +32,10 @@ export interface Config {
   readonly sendRatePerSecond: number;
   readonly unlockMaxTapAgeMs: number;
   readonly send: Readonly<{ connectTimeoutMs: number; timeoutMs: number; maxAgeMs: number; unknownWaitMs: number }>;
+  /** Scheduled backups; `dir` undefined means off. */
+  readonly backup: Readonly<{ dir: string | undefined; intervalMs: number; keep: number }>;
+  /** Days of raw payloads and events kept; undefined means retention is off. */
+  readonly retentionDays: number | undefined;
   readonly webhookBodyLimitBytes: number;
   readonly logLevel: string;
 }
@@ -114,6 +118,19 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     maxAgeMs: durationVar('SEND_MAX_AGE', get('SEND_MAX_AGE') ?? '24h'),
     unknownWaitMs: durationVar('SEND_UNKNOWN_WAIT', get('SEND_UNKNOWN_WAIT') ?? '2m'),
   };
+  const backupInterval = get('BACKUP_INTERVAL') ?? '24h';
+  const backupIntervalMs = parseDuration(backupInterval);
+  if (backupIntervalMs === undefined || backupIntervalMs < 60_000) throw new ConfigError('BACKUP_INTERVAL', `expected a duration of at least 1m, like 6h; got "${backupInterval}"`);
+  const backupKeepRaw = get('BACKUP_KEEP') ?? '7';
+  const backupKeep = Number(backupKeepRaw);
+  if (!Number.isInteger(backupKeep) || backupKeep < 1 || backupKeep > 1000) throw new ConfigError('BACKUP_KEEP', `expected a whole number 1-1000, got "${backupKeepRaw}"`);
+  const backupDir = get('BACKUP_DIR');
+  const retentionRaw = get('RETENTION_DAYS') ?? '30';
+  const retentionOff = retentionRaw === '0' || retentionRaw.toLowerCase() === 'off';
+  const retentionDays = retentionOff ? undefined : Number(retentionRaw);
+  if (retentionDays !== undefined && (!Number.isInteger(retentionDays) || retentionDays < 1 || retentionDays > 36_500)) {
+    throw new ConfigError('RETENTION_DAYS', `expected whole days (1-36500), 0 or off; got "${retentionRaw}"`);
+  }
   const logLevel = get('LOG_LEVEL') ?? 'info';
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', `expected one of fatal, error, warn, info, debug, trace, silent; got "${logLevel}"`);
@@ -135,6 +152,8 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     sendRatePerSecond,
     unlockMaxTapAgeMs,
     send,
+    backup: { dir: backupDir === undefined ? undefined : resolve(backupDir), intervalMs: backupIntervalMs, keep: backupKeep },
+    retentionDays,
     webhookBodyLimitBytes: 4 * 1024 * 1024,
     logLevel,
   });

@@ -28,6 +28,8 @@ export interface GraphClientOptions {
 export interface GraphClient {
   send(to: string, message: Record<string, unknown>, callbackData: string): Promise<SendResult>;
   readonly endpoint: string;
+  /** The longest a send can take before it is given up (connect, write and answer). */
+  readonly totalTimeoutMs?: number;
   close(): void;
 }
 
@@ -94,7 +96,7 @@ export function createGraphClient(options: GraphClientOptions): GraphClient {
     });
   }
 
-  return { send, endpoint, close: () => agent.destroy() };
+  return { send, endpoint, totalTimeoutMs, close: () => agent.destroy() };
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {

@@ -1,7 +1,9 @@
 /**
- * Builds and starts the service's roles. `buildService` wires the parts without listening;
- * `startService` listens and returns a handle whose `close()` shuts down gracefully:
- * stop accepting, finish in-flight requests (never a 200 without a commit), close the database.
+ * Builds and starts the service's roles: `webhook` (ingest + sender on the writable handle),
+ * `feed` (REST + WebSocket on a read-only handle, so the dashboard side can never harm the
+ * webhook), or `all` of them in one process. The handle's `close()` shuts down gracefully:
+ * stop accepting, finish in-flight requests (never a 200 without a commit), let in-flight
+ * sends finish or mark them unknown, close WebSockets, checkpoint the WAL.
  */
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
@@ -26,6 +28,11 @@ import { deliveryTracer, sendTracer } from './telemetry/delivery-tracing';
 import { createTelemetry, type Telemetry } from './telemetry/metrics';
 import { startMetricsServer, type MetricsServer } from './telemetry/metrics-server';
 import type { TelemetryRuntime } from './telemetry/sdk';
+import type { Express } from 'express';
+import { createFeed, type Feed } from './feed/feed';
+import { ensureSandboxKey } from './store/key-store';
+import { startBackupSchedule, type BackupSchedule } from './backup';
+import { startRetention, type RetentionLoop } from './retention';
 
 export interface ServiceOptions {
   readonly role?: Role;
@@ -38,31 +45,47 @@ export interface ServiceOptions {
   readonly random?: () => number;
   /** The started OpenTelemetry runtime; with it, /metrics is served on METRICS_PORT. */
   readonly telemetry?: TelemetryRuntime;
+  /** Mounts more routes on the REST app (the live dashboard page). */
+  readonly extendApi?: (app: Express) => void;
 }
 
 export interface RunningService {
+  readonly role: Role;
+  /** The writable handle (webhook roles), or the feed's read-only one (feed role). */
   readonly db: Db;
-  readonly committer: GroupCommitter;
+  /** Undefined in the feed role, which never writes. */
+  readonly committer: GroupCommitter | undefined;
   readonly catalog: Catalog;
   readonly sender: Sender | undefined;
   /** The built-in Meta simulator (sandbox mode only). */
   readonly simulator: Simulator | undefined;
+  readonly feed: Feed | undefined;
   readonly telemetry: Telemetry;
-  readonly urls: Readonly<{ webhook?: string; graph?: string; simulator?: string; metrics?: string }>;
-  readonly ports: Readonly<{ webhook?: number }>;
+  /** The sandbox's development API key (sandbox mode, roles serving the feed). */
+  readonly sandboxKey: string | undefined;
+  readonly urls: Readonly<{ webhook?: string; api?: string; ws?: string; page?: string; graph?: string; simulator?: string; metrics?: string }>;
+  readonly ports: Readonly<{ webhook?: number; api?: number; ws?: number; metrics?: number }>;
   close(): Promise<void>;
 }
 
-export async function startService(config: Config, options: ServiceOptions): Promise<RunningService> {
-  const role = options.role ?? 'all';
+interface WriteSide {
+  readonly db: Db;
+  readonly committer: GroupCommitter;
+  readonly webhook: Server;
+  readonly sender: Sender | undefined;
+  readonly graph: GraphClient | undefined;
+  readonly simulator: Simulator | undefined;
+  readonly graphUrl: string | undefined;
+  readonly backups: BackupSchedule | undefined;
+  readonly retention: RetentionLoop | undefined;
+  setClosing(): void;
+}
+
+/** Ingest and sender on a writable handle: the webhook role. */
+async function buildWriteSide(config: Config, options: ServiceOptions, catalog: Catalog, t: Telemetry, clock: () => number): Promise<WriteSide> {
   const { log } = options;
-  if (role === 'feed') throw new Error('the feed role (REST + WebSocket) is not available in this version');
-  const catalog = options.catalog ?? loadCatalog(config.packsFile);
-  const clock = options.clock ?? Date.now;
   const db = openDatabase(config.databasePath);
   const committer = new GroupCommitter(db);
-  const t = options.telemetry?.telemetry ?? createTelemetry();
-  t.setPackIds(catalog.packs.map((p) => p.id));
   committer.onBatch(batchObserver(t));
   const webhookStore = createWebhookStore(db);
   const deliveryStore = createDeliveryStore(db);
@@ -116,7 +139,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       connectTimeoutMs: config.send.connectTimeoutMs,
       totalTimeoutMs: config.send.timeoutMs,
     });
-    sender = new Sender({
+    const s = new Sender({
       db,
       store: deliveryStore,
       outbox,
@@ -129,10 +152,50 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       tracer: sendTracer,
       ...(options.sender !== undefined ? { settings: options.sender } : {}),
     });
-    committer.onCommit(() => sender?.wake());
+    committer.onCommit(() => s.wake());
+    sender = s;
   }
-  const webhookPort = await listen(webhook, config.ports.webhook, config.host);
-  const shownHost = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;
+  const backups = config.backup.dir === undefined ? undefined : startBackupSchedule({ db, dir: config.backup.dir, intervalMs: config.backup.intervalMs, keep: config.backup.keep, log });
+  const retention = config.retentionDays === undefined ? undefined : startRetention({ db, retentionDays: config.retentionDays, log });
+  return { db, committer, webhook, sender, graph, simulator, graphUrl, backups, retention, setClosing: () => (closing = true) };
+}
+
+export async function startService(config: Config, options: ServiceOptions): Promise<RunningService> {
+  const role = options.role ?? 'all';
+  const { log } = options;
+  const catalog = options.catalog ?? loadCatalog(config.packsFile);
+  const clock = options.clock ?? Date.now;
+  const t = options.telemetry?.telemetry ?? createTelemetry();
+  t.setPackIds(catalog.packs.map((p) => p.id));
+  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+
+  const write = role === 'feed' ? undefined : await buildWriteSide(config, options, catalog, t, clock);
+  let feed: Feed | undefined;
+  let feedDb: Db | undefined;
+  let sandboxKey: string | undefined;
+  if (role !== 'webhook') {
+    if (write === undefined) {
+      // A feed on its own: make sure the file exists and is migrated, then only ever read it.
+      const setup = openDatabase(config.databasePath);
+      if (config.sandbox) sandboxKey = ensureSandboxKey(setup);
+      setup.close();
+    } else if (config.sandbox) {
+      sandboxKey = ensureSandboxKey(write.db);
+    }
+    feedDb = openDatabase(config.databasePath, { readonly: true });
+    feed = createFeed({ db: feedDb, config, log, clock, packs: catalog.packs, ...(options.extendApi !== undefined ? { extend: options.extendApi } : {}) });
+    const f = feed;
+    write?.committer.onCommit(() => f.notify());
+    t.observeWebSocketClients(() => f.clients());
+  }
+
+  const ports: { webhook?: number; api?: number; ws?: number; metrics?: number } = {};
+  if (write !== undefined) ports.webhook = await listen(write.webhook, config.ports.webhook, config.host);
+  if (feed !== undefined) {
+    const bound = await feed.listen();
+    ports.api = bound.api;
+    ports.ws = bound.ws;
+  }
   let metrics: MetricsServer | undefined;
   const runtime = options.telemetry;
   if (runtime !== undefined) {
@@ -142,35 +205,60 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       appMetricsText: () => runtime.appMetricsText(),
       onError: (error) => log.warn({ err: (error as Error).message }, 'metrics scrape failed'),
     });
+    ports.metrics = metrics.port;
   }
-  const urls = { webhook: `http://${shownHost}:${webhookPort}/webhook`, ...(graphUrl !== undefined ? { graph: graphUrl } : {}), ...(simulator !== undefined ? { simulator: simulator.url } : {}),
+  const urls = {
+    ...(ports.webhook !== undefined ? { webhook: `http://${shownHost}:${ports.webhook}/webhook` } : {}),
+    ...(ports.api !== undefined ? { api: `http://${shownHost}:${ports.api}/api`, page: `http://${shownHost}:${ports.api}/` } : {}),
+    ...(ports.ws !== undefined ? { ws: `ws://${shownHost}:${ports.ws}/ws` } : {}),
+    ...(write?.graphUrl !== undefined ? { graph: write.graphUrl } : {}),
+    ...(write?.simulator !== undefined ? { simulator: write.simulator.url } : {}),
     ...(metrics !== undefined ? { metrics: `http://${shownHost}:${metrics.port}/metrics` } : {}),
   };
-  simulator?.setWebhook(urls.webhook, config.appSecrets[0]);
-  sender?.start();
-  log.info({ role, webhook: urls.webhook, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
+  if (urls.webhook !== undefined) write?.simulator?.setWebhook(urls.webhook, config.appSecrets[0]);
+  write?.sender?.start();
+  log.info({ role, ...urls, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
 
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
-      closing = true;
-      await closeServer(webhook);
-      await sender?.stop();
-      committer.drain();
-      graph?.close();
-      await simulator?.close();
+      write?.setClosing();
+      if (write !== undefined) await closeServer(write.webhook);
+      await feed?.close();
+      await write?.sender?.stop();
+      await write?.backups?.stop();
+      await write?.retention?.stop();
+      write?.committer.drain();
+      write?.graph?.close();
+      await write?.simulator?.close();
       await metrics?.close();
-      try {
-        db.pragma('wal_checkpoint(TRUNCATE)');
-      } catch (error) {
-        log.warn({ err: (error as Error).message }, 'WAL checkpoint at shutdown failed');
+      feedDb?.close();
+      if (write !== undefined) {
+        try {
+          write.db.pragma('wal_checkpoint(TRUNCATE)');
+        } catch (error) {
+          log.warn({ err: (error as Error).message }, 'WAL checkpoint at shutdown failed');
+        }
+        write.db.close();
       }
-      db.close();
       log.info('click-to-unlock stopped');
     })();
     return closed;
   };
-  return { db, committer, catalog, sender, simulator, telemetry: t, urls, ports: { webhook: webhookPort }, close };
+  return {
+    role,
+    db: write?.db ?? (feedDb as Db),
+    committer: write?.committer,
+    catalog,
+    sender: write?.sender,
+    simulator: write?.simulator,
+    feed,
+    telemetry: t,
+    sandboxKey,
+    urls,
+    ports,
+    close,
+  };
 }
 
 export function listen(server: Server, port: number, host: string): Promise<number> {

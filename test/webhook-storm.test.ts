@@ -89,7 +89,7 @@ describe('redelivery storm', () => {
     }
 
     const batchSizes: number[] = [];
-    svc.service.committer.onBatch((batch) => batchSizes.push(batch.size));
+    svc.service.committer?.onBatch((batch) => batchSizes.push(batch.size));
 
     const started = performance.now();
     const answers = await runConcurrently(

@@ -43,6 +43,20 @@ export function openDatabase(path: string, options: OpenOptions = {}): Db {
     throw new DatabaseOpenError(path, describeSqliteError(error));
   }
   if (!readonly && options.migrate !== false) {
+    // A damaged page would otherwise surface later as 500s on whichever request touches it.
+    // quick_check reads every page once (about a second per GB), so only the opens that
+    // migrate (the service's start, the CLI commands that write) pay for it.
+    let problems: string[];
+    try {
+      problems = db.prepare('PRAGMA quick_check').pluck().all() as string[];
+    } catch (error) {
+      db.close();
+      throw new DatabaseOpenError(path, describeSqliteError(error));
+    }
+    if (problems.length !== 1 || problems[0] !== 'ok') {
+      db.close();
+      throw new DatabaseOpenError(path, `corrupted (quick_check: ${problems.slice(0, 3).join('; ')}); restore from a backup with \`ctu restore FILE\``);
+    }
     try {
       migrate(db);
     } catch (error) {

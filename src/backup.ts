@@ -1,0 +1,434 @@
+/**
+ * Online backups and restore.
+ *
+ * A backup is made with SQLite's backup API (never a file copy: the WAL holds committed pages
+ * a copy of the main file would miss). `ctu backup` copies in steps on its own connection with
+ * a progress bar; a write by the service makes SQLite restart such a copy, so after a few
+ * restarts the rest is taken in one step: one WAL read transaction, which never blocks the
+ * webhook's writer. Scheduled backups do the same in a worker thread, so no step ever runs on
+ * the webhook's event loop. Each copy is made self-contained (rollback journal mode), checked
+ * with integrity_check in a worker thread, and only then renamed into place.
+ *
+ * A restore refuses to replace a database that any process has open (see `databaseInUse`),
+ * copies and checks the file beside the target, moves the old file aside, then renames.
+ */
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import type { Config } from './config';
+import { HOUR } from './duration';
+import type { Logger } from './log';
+import { openDatabase, readMigrations, type Db } from './store/database';
+import { CHECK_COPY_WORKER_SOURCE } from './store/maintenance-store';
+
+export const DEFAULT_BACKUP_INTERVAL_MS = 24 * HOUR;
+const BACKUP_NAME = /^ctu-\d{8}T\d{6}(\d{3})?Z\.db$/;
+const RESTARTS_BEFORE_ONE_STEP = 3;
+const ALL_PAGES = 0x7fffffff;
+
+export interface CopyCheck {
+  readonly integrity: readonly string[];
+  readonly hasMigrations: boolean;
+  readonly schemaVersion: number | null;
+}
+
+export interface BackupResult {
+  readonly file: string;
+  readonly bytes: number;
+  readonly pages: number;
+  readonly restarts: number;
+  readonly durationMs: number;
+  readonly check: CopyCheck;
+}
+
+export interface BackupOptions {
+  /** Pages per step; each step runs synchronously, so keep it small on the service's connection. */
+  readonly pagesPerStep?: number;
+  readonly onProgress?: (copiedPages: number, totalPages: number) => void;
+  /** Checked between steps; true abandons the backup (shutdown). */
+  readonly shouldStop?: () => boolean;
+}
+
+export class BackupError extends Error {
+  override readonly name = 'BackupError';
+}
+
+/** Backs `db` up to `file` (via `file.partial`), checks the copy, and returns what was written. */
+export async function backupDatabase(db: Db, file: string, options: BackupOptions = {}): Promise<BackupResult> {
+  const started = performance.now();
+  const target = resolve(file);
+  const partial = `${target}.partial`;
+  mkdirSync(dirname(target), { recursive: true });
+  rmSync(partial, { force: true });
+  let restarts = 0;
+  let lastCopied = 0;
+  let rate = options.pagesPerStep ?? 128;
+  try {
+    const done = await db.backup(partial, {
+      progress: ({ totalPages, remainingPages }) => {
+        if (options.shouldStop?.() === true) throw new BackupError('backup abandoned: shutting down');
+        const copied = totalPages - remainingPages;
+        if (copied < lastCopied) {
+          // Another connection wrote meanwhile and SQLite started over; take bigger bites.
+          restarts++;
+          rate = restarts >= RESTARTS_BEFORE_ONE_STEP ? ALL_PAGES : rate * 4;
+        }
+        lastCopied = copied;
+        options.onProgress?.(copied, totalPages);
+        return rate;
+      },
+    });
+    options.onProgress?.(done.totalPages, done.totalPages);
+    const check = await checkCopy(partial, true);
+    const problem = copyProblem(check);
+    if (problem !== undefined) throw new BackupError(`the copy failed its check: ${problem}`);
+    renameSync(partial, target);
+    return { file: target, bytes: statSync(target).size, pages: done.totalPages, restarts, durationMs: performance.now() - started, check };
+  } catch (error) {
+    for (const suffix of ['', '-journal', '-wal', '-shm']) rmSync(`${partial}${suffix}`, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * The copy for scheduled backups, made by a worker thread on its own read-only connection, so
+ * no step of it ever runs on the webhook's event loop (the destination's final commit alone
+ * takes tens of milliseconds on a 50 MB file). The service's writes restart a copy made from
+ * another connection, so the worker soon copies the rest in one step: one WAL read
+ * transaction, which never blocks the writer.
+ */
+const COPY_WORKER_SOURCE = `
+const { workerData, parentPort } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const source = new Database(workerData.source, { readonly: true, fileMustExist: true });
+let rate = workerData.pagesPerStep, lastCopied = 0, restarts = 0;
+source.backup(workerData.target, {
+  progress: ({ totalPages, remainingPages }) => {
+    const copied = totalPages - remainingPages;
+    if (copied < lastCopied && ++restarts >= ${RESTARTS_BEFORE_ONE_STEP}) rate = ${ALL_PAGES};
+    lastCopied = copied;
+    return rate;
+  },
+}).then(
+  (done) => { source.close(); parentPort.postMessage({ pages: done.totalPages, restarts }); },
+  (error) => { source.close(); throw error; },
+);`;
+
+export async function backupInWorker(source: string, file: string, options: { readonly shouldStop?: () => boolean } = {}): Promise<BackupResult> {
+  const started = performance.now();
+  const target = resolve(file);
+  const partial = `${target}.partial`;
+  mkdirSync(dirname(target), { recursive: true });
+  rmSync(partial, { force: true });
+  const driver = createRequire(__filename).resolve('better-sqlite3');
+  try {
+    const copied = await new Promise<{ pages: number; restarts: number }>((resolvePromise, reject) => {
+      const worker = new Worker(COPY_WORKER_SOURCE, { eval: true, workerData: { driver, source, target: partial, pagesPerStep: 1024 } });
+      const poll = setInterval(() => {
+        if (options.shouldStop?.() === true) void worker.terminate();
+      }, 100);
+      let answer: { pages: number; restarts: number } | undefined;
+      worker.once('message', (message: { pages: number; restarts: number }) => (answer = message));
+      worker.once('error', (error) => reject(new BackupError(`backup of ${source} failed: ${error.message}`)));
+      worker.once('exit', () => {
+        clearInterval(poll);
+        if (answer !== undefined) resolvePromise(answer);
+        else reject(new BackupError(options.shouldStop?.() === true ? 'backup abandoned: shutting down' : 'the backup worker stopped'));
+      });
+    });
+    const check = await checkCopy(partial, true);
+    const problem = copyProblem(check);
+    if (problem !== undefined) throw new BackupError(`the copy failed its check: ${problem}`);
+    renameSync(partial, target);
+    return { file: target, bytes: statSync(target).size, pages: copied.pages, restarts: copied.restarts, durationMs: performance.now() - started, check };
+  } catch (error) {
+    for (const suffix of ['', '-journal', '-wal', '-shm']) rmSync(`${partial}${suffix}`, { force: true });
+    throw error;
+  }
+}
+
+/** Runs integrity_check (and reads schema_migrations) on a copy, in a worker thread. */
+export function checkCopy(file: string, standalone: boolean): Promise<CopyCheck> {
+  const driver = createRequire(__filename).resolve('better-sqlite3');
+  return new Promise((resolvePromise, reject) => {
+    const worker = new Worker(CHECK_COPY_WORKER_SOURCE, { eval: true, workerData: { driver, file, standalone } });
+    let answered = false;
+    worker.once('message', (check: CopyCheck) => {
+      answered = true;
+      resolvePromise(check);
+    });
+    worker.once('error', (error) => reject(new BackupError(`cannot read ${file} as a SQLite database: ${error.message}`)));
+    worker.once('exit', (code) => {
+      if (!answered) reject(new BackupError(`the check of ${file} stopped (exit ${code})`));
+    });
+  });
+}
+
+/** Why a copy is not fit to serve, or undefined. */
+export function copyProblem(check: CopyCheck, knownVersion = Math.max(0, ...readMigrations().map((m) => m.version))): string | undefined {
+  if (check.integrity.length !== 1 || check.integrity[0] !== 'ok') return `integrity_check: ${check.integrity.join('; ')}`;
+  if (!check.hasMigrations) return 'no schema_migrations table: not a Click-to-Unlock database';
+  if (check.schemaVersion !== null && check.schemaVersion > knownVersion) {
+    return `schema version ${check.schemaVersion} is newer than this program's ${knownVersion}; use a newer ctu`;
+  }
+  return undefined;
+}
+
+export function backupFileName(now: number): string {
+  return `ctu-${new Date(now).toISOString().replace(/[-:.]/g, '')}.db`;
+}
+
+/** Deletes all but the newest `keep` backups (by name, which sorts by time) in `dir`; returns the deleted names. */
+export function rotateBackups(dir: string, keep: number): string[] {
+  const names = readdirSync(dir).filter((name) => BACKUP_NAME.test(name)).sort();
+  const doomed = names.slice(0, Math.max(0, names.length - keep));
+  for (const name of doomed) rmSync(join(dir, name), { force: true });
+  return doomed;
+}
+
+export interface BackupSettings {
+  /** undefined: scheduled backups are off. */
+  readonly dir: string | undefined;
+  readonly intervalMs: number;
+  readonly keep: number;
+}
+
+export interface BackupScheduleOptions {
+  readonly db: Db;
+  readonly dir: string;
+  readonly intervalMs: number;
+  readonly keep: number;
+  readonly log: Logger;
+  readonly clock?: () => number;
+}
+
+export interface BackupSchedule {
+  runNow(): Promise<BackupResult | undefined>;
+  /** Abandons a running backup between steps and waits for it. Call before closing the database. */
+  stop(): Promise<void>;
+}
+
+/** Backs the service's database up every `intervalMs` into `dir` (off the event loop), keeping the newest `keep`. */
+export function startBackupSchedule(options: BackupScheduleOptions): BackupSchedule {
+  const { db, dir, log } = options;
+  const clock = options.clock ?? Date.now;
+  let stopping = false;
+  let running: Promise<BackupResult | undefined> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const pass = (): Promise<BackupResult | undefined> => {
+    running ??= backupInWorker(db.name, join(dir, backupFileName(clock())), { shouldStop: () => stopping })
+      .then(
+        (result) => {
+          const removed = rotateBackups(dir, options.keep);
+          log.info({ file: result.file, bytes: result.bytes, ms: Math.round(result.durationMs), removed }, 'backup written and verified');
+          return result;
+        },
+        (error: unknown) => {
+          log.error({ err: error instanceof Error ? error.message : String(error) }, 'scheduled backup failed');
+          return undefined;
+        },
+      )
+      .finally(() => {
+        running = undefined;
+      });
+    return running;
+  };
+  const schedule = (): void => {
+    if (stopping) return;
+    timer = setTimeout(() => {
+      void pass().then(schedule);
+    }, options.intervalMs);
+    timer.unref();
+  };
+  schedule();
+  return {
+    runNow: pass,
+    stop: async () => {
+      stopping = true;
+      if (timer !== undefined) clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+export type DatabaseUse = 'free' | 'in-use' | 'missing' | 'unreadable';
+
+/**
+ * Whether any process has the database open. In WAL mode every open connection keeps a shared
+ * lock on the file (that is how the last one out knows it may delete the WAL), so an exclusive
+ * lock is granted only when nobody else has it open: a running service, an idle feed, a
+ * sqlite3 shell. The probe takes no time to wait and changes nothing.
+ */
+export function databaseInUse(path: string): DatabaseUse {
+  if (!existsSync(path)) return 'missing';
+  let probe: Db | undefined;
+  try {
+    probe = new Database(path, { fileMustExist: true, timeout: 0 });
+    probe.pragma('locking_mode = EXCLUSIVE');
+    probe.exec('BEGIN EXCLUSIVE');
+    probe.exec('COMMIT');
+    return 'free';
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED' ? 'in-use' : 'unreadable';
+  } finally {
+    probe?.close();
+  }
+}
+
+export interface RestoreResult {
+  readonly restored: string;
+  readonly previous: string | undefined;
+  readonly check: CopyCheck;
+}
+
+/** Restores `from` over `to`, which must not be open anywhere; the old file is kept beside it. */
+export async function restoreDatabase(from: string, to: string, now = Date.now()): Promise<RestoreResult> {
+  const source = resolve(from);
+  const target = resolve(to);
+  if (!existsSync(source)) throw new BackupError(`no such file: ${source}`);
+  if (source === target) throw new BackupError('the backup and DATABASE_PATH are the same file');
+  if (databaseInUse(target) === 'in-use') {
+    throw new BackupError(`${target} is open in another process (a running service, feed or shell): stop it before restoring`);
+  }
+  mkdirSync(dirname(target), { recursive: true });
+  const staging = `${target}.restoring`;
+  for (const suffix of ['', '-journal', '-wal', '-shm']) rmSync(`${staging}${suffix}`, { force: true });
+  try {
+    // Copy through SQLite, read-only on the source: a backup that is itself in WAL mode with a
+    // -wal beside it is read whole, and the source file is never modified.
+    let reader: Db;
+    try {
+      reader = new Database(source, { readonly: true, fileMustExist: true });
+    } catch (error) {
+      throw new BackupError(`cannot open ${source}: ${(error as Error).message}`);
+    }
+    try {
+      await reader.backup(staging);
+    } catch (error) {
+      throw new BackupError(`cannot read ${source} as a SQLite database: ${(error as Error).message}`);
+    } finally {
+      reader.close();
+    }
+    const check = await checkCopy(staging, true);
+    const problem = copyProblem(check);
+    if (problem !== undefined) throw new BackupError(`${basename(source)} is not fit to restore: ${problem}`);
+    if (databaseInUse(target) === 'in-use') throw new BackupError(`${target} was opened while restoring: stop that process and try again`);
+    let previous: string | undefined;
+    if (existsSync(target)) {
+      previous = `${target}.before-restore-${new Date(now).toISOString().replace(/[-:.]/g, '')}`;
+      for (const suffix of ['', '-wal', '-shm', '-journal']) {
+        if (existsSync(`${target}${suffix}`)) renameSync(`${target}${suffix}`, `${previous}${suffix}`);
+      }
+    }
+    renameSync(staging, target);
+    return { restored: target, previous, check };
+  } finally {
+    for (const suffix of ['', '-journal', '-wal', '-shm']) rmSync(`${staging}${suffix}`, { force: true });
+  }
+}
+
+/** `ctu backup [--out FILE]`: an online backup of DATABASE_PATH, beside a running service or not. */
+export async function backupCommand(args: readonly string[], config: Pick<Config, 'databasePath' | 'backup'>): Promise<number> {
+  const { values } = parseArgs({ args: [...args], options: { out: { type: 'string' } } });
+  if (!existsSync(config.databasePath)) {
+    process.stderr.write(`ctu backup: no database at ${config.databasePath} (DATABASE_PATH)\n`);
+    return 1;
+  }
+  let out: string;
+  try {
+    out = resolve(values.out ?? join(config.backup.dir ?? join(dirname(config.databasePath), 'backups'), backupFileName(Date.now())));
+  } catch (error) {
+    process.stderr.write(`ctu backup: configuration error: ${(error as Error).message}\n`);
+    return 78;
+  }
+  if (existsSync(out)) {
+    process.stderr.write(`ctu backup: ${out} exists; choose another --out\n`);
+    return 2;
+  }
+  const db = openDatabase(config.databasePath, { migrate: false, busyTimeoutMs: 5_000 });
+  const bar = progressBar(process.stderr);
+  try {
+    const result = await backupDatabase(db, out, { pagesPerStep: 1024, onProgress: bar });
+    bar.done();
+    process.stdout.write(
+      `backup written to ${result.file}\n  ${formatBytes(result.bytes)}, ${result.pages} pages, integrity ok, schema version ${String(result.check.schemaVersion)}, ` +
+        `${(result.durationMs / 1000).toFixed(1)} s${result.restarts > 0 ? ` (${result.restarts} restarts: the service wrote meanwhile)` : ''}\n`,
+    );
+    return 0;
+  } catch (error) {
+    bar.done();
+    process.stderr.write(`ctu backup: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  } finally {
+    db.close();
+  }
+}
+
+/** `ctu restore FILE`: replaces DATABASE_PATH with a checked copy of FILE, only when no service has it open. */
+export async function restoreCommand(args: readonly string[], config: Pick<Config, 'databasePath' | 'host' | 'ports' | 'verifyToken'>): Promise<number> {
+  const { positionals } = parseArgs({ args: [...args], allowPositionals: true, options: {} });
+  const [file] = positionals;
+  if (file === undefined || positionals.length !== 1) {
+    process.stderr.write('ctu restore: give exactly one backup file: ctu restore FILE\n');
+    return 2;
+  }
+  // The lock probe in restoreDatabase is what counts; a service that answers on WEBHOOK_PORT is
+  // refused too, in case it runs on the same data through another path (a bind mount, a symlink).
+  if (config.ports.webhook !== 0 && (await webhookAnswers(config))) {
+    process.stderr.write(`ctu restore: a Click-to-Unlock service answers on port ${config.ports.webhook}; stop it before restoring\n`);
+    return 1;
+  }
+  try {
+    const result = await restoreDatabase(file, config.databasePath);
+    process.stdout.write(
+      `restored ${resolve(file)} to ${result.restored} (integrity ok, schema version ${String(result.check.schemaVersion)})\n` +
+        (result.previous !== undefined ? `  the previous database was kept as ${result.previous}\n` : '') +
+        '  start the service again; newer migrations, if any, are applied at start\n',
+    );
+    return 0;
+  } catch (error) {
+    process.stderr.write(`ctu restore: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+async function webhookAnswers(config: Pick<Config, 'host' | 'ports' | 'verifyToken'>): Promise<boolean> {
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const query = new URLSearchParams({ 'hub.mode': 'subscribe', 'hub.verify_token': config.verifyToken, 'hub.challenge': 'ctu-restore-probe' });
+  try {
+    const answer = await fetch(`http://${host}:${config.ports.webhook}/webhook?${query.toString()}`, { signal: AbortSignal.timeout(2_000) });
+    return (await answer.text()) === 'ctu-restore-probe';
+  } catch {
+    return false;
+  }
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+function progressBar(out: NodeJS.WriteStream): ((copied: number, total: number) => void) & { done(): void } {
+  const tty = out.isTTY === true;
+  let lastAt = 0;
+  let drawn = false;
+  const draw = (copied: number, total: number): void => {
+    const now = Date.now();
+    if (now - lastAt < (tty ? 100 : 1000) && copied < total) return;
+    lastAt = now;
+    const share = total > 0 ? Math.min(1, copied / total) : 0;
+    const filled = Math.round(share * 30);
+    const line = `backup [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${(share * 100).toFixed(0).padStart(3)}% ${copied}/${total} pages`;
+    out.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
+    drawn = true;
+  };
+  return Object.assign(draw, {
+    done: () => {
+      if (tty && drawn) out.write('\n');
+      drawn = false;
+    },
+  });
+}
