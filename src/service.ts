@@ -183,7 +183,17 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       sandboxKey = ensureSandboxKey(write.db);
     }
     feedDb = openDatabase(config.databasePath, { readonly: true });
-    feed = createFeed({ db: feedDb, config, log, clock, packs: catalog.packs, ...(options.extendApi !== undefined ? { extend: options.extendApi } : {}) });
+    let writable = true;
+    write?.committer.onBatch((batch) => (writable = batch.committed));
+    feed = createFeed({
+      db: feedDb,
+      config,
+      log,
+      clock,
+      packs: catalog.packs,
+      ...(write !== undefined ? { writable: () => writable } : {}),
+      ...(options.extendApi !== undefined ? { extend: options.extendApi } : {}),
+    });
     const f = feed;
     write?.committer.onCommit(() => f.notify());
     t.observeWebSocketClients(() => f.clients());

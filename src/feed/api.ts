@@ -29,6 +29,8 @@ export interface ApiDeps {
   readonly clock: () => number;
   /** Mounts more routes (e.g. the live dashboard page at `/`) before the final 404. */
   readonly extend?: (app: Express) => void;
+  /** Whether the last commit succeeded (in a process that writes); readiness is false while it fails. */
+  readonly writable?: () => boolean;
 }
 
 const ROUTES: ReadonlyArray<readonly [path: string, method: string]> = [
@@ -126,16 +128,18 @@ function health(deps: ApiDeps): Health {
     if (!deps.store.ping()) throw new Error('ping failed');
     const queue = deps.store.queue();
     const last = deps.store.lastWebhookAt();
+    const writable = deps.writable?.() ?? null;
     return {
-      status: 'ok',
+      // Not ready while commits fail (locked, disk full): the webhook answers 503 then too.
+      status: writable === false ? 'unavailable' : 'ok',
       ...base,
-      database: { ok: true },
+      database: { ok: true, writable },
       sender: { queue_depth: queue.depth, oldest_pending_age_seconds: queue.oldest === null ? null : Math.max(0, (now - queue.oldest) / 1000) },
       webhook: { last_received_at: last === null ? null : new Date(last).toISOString(), seconds_since_last: last === null ? null : Math.max(0, (now - last) / 1000) },
     };
   } catch (error) {
     deps.log.warn({ err: (error as Error).message }, 'feed health check: database not readable');
-    return { status: 'unavailable', ...base, database: { ok: false }, sender: null, webhook: null };
+    return { status: 'unavailable', ...base, database: { ok: false, writable: deps.writable?.() ?? null }, sender: null, webhook: null };
   }
 }
 

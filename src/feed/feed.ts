@@ -38,6 +38,8 @@ export interface FeedOptions {
   readonly pollMs?: number;
   /** Mounts more routes on the REST app (e.g. the live page at `/`) before its final 404. */
   readonly extend?: (app: Express) => void;
+  /** Readiness of the writer in the same process (see ApiDeps.writable). */
+  readonly writable?: () => boolean;
 }
 
 export interface Feed {
@@ -74,6 +76,7 @@ export function createFeed(options: FeedOptions): Feed {
     log: options.log,
     clock,
     ...(options.extend !== undefined ? { extend: options.extend } : {}),
+    ...(options.writable !== undefined ? { writable: options.writable } : {}),
   });
   const apiServer = createServer(app);
   apiServer.headersTimeout = 10_000;

@@ -12,7 +12,10 @@ export const health = z.strictObject({
   status: z.enum(['ok', 'unavailable']),
   version: z.string(),
   time: isoTime,
-  database: z.strictObject({ ok: z.boolean() }),
+  database: z.strictObject({
+    ok: z.boolean().describe('the database answers reads'),
+    writable: z.boolean().nullable().describe('the last commit succeeded; null in a feed-only process, which never writes'),
+  }),
   sender: z
     .strictObject({
       queue_depth: count.describe('outbox messages pending, being sent, or in doubt'),
