@@ -39,6 +39,8 @@ export function openDatabase(path: string, options: OpenOptions = {}): Db {
     }
     db.pragma('foreign_keys = ON');
     db.pragma('cache_size = -32000');
+    // Savepoints (one per request and item in a group commit) keep their journal in memory, not in temp files.
+    db.pragma('temp_store = MEMORY');
   } catch (error) {
     throw new DatabaseOpenError(path, describeSqliteError(error));
   }
