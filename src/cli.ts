@@ -14,6 +14,7 @@ import { DatabaseOpenError, openDatabase } from './store/database';
 import { setContactHashKey } from './log';
 import { createTelemetryLogger } from './telemetry/log';
 import { startService } from './service';
+import { pageMounter } from './page-server';
 import { parseSimulateArgs, runSimulate } from './simulate-command';
 import { backupCommand, restoreCommand } from './backup';
 import { doctorCommand } from './doctor';
@@ -94,7 +95,7 @@ async function start(args: readonly string[]): Promise<number> {
   setContactHashKey(`contact:${config.appSecrets[0]}`);
   let service;
   try {
-    service = await startService(config, { role, log, telemetry: runtime });
+    service = await startService(config, { role, log, telemetry: runtime, extendApi: pageMounter({ wsPort: config.ports.ws }) });
   } catch (error) {
     const message = error instanceof DatabaseOpenError || error instanceof Error ? error.message : String(error);
     process.stderr.write(`ctu start: ${message}\n`);

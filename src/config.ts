@@ -95,8 +95,10 @@ export function loadConfig(env: Env = readEnvironment()): Config {
     api: parsePort('API_PORT', get('API_PORT'), 3002),
     metrics: parsePort('METRICS_PORT', get('METRICS_PORT'), 9464),
   };
-  const pageHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
-  const dashboardOrigins = (get('DASHBOARD_ORIGINS') ?? `http://${pageHost}:${ports.api}`)
+  // The live page's own origin, under each name a browser on this machine may use for it.
+  const loopback = ['0.0.0.0', '::', '127.0.0.1', 'localhost', '::1'].includes(host);
+  const pageHosts = loopback ? ['127.0.0.1', 'localhost'] : [host];
+  const dashboardOrigins = (get('DASHBOARD_ORIGINS') ?? pageHosts.map((h) => `http://${h}:${ports.api}`).join(','))
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '')

@@ -46,7 +46,7 @@ describe('loadConfig', () => {
       packsFile: undefined,
       host: '127.0.0.1',
       ports: { webhook: 3000, ws: 3001, api: 3002, metrics: 9464 },
-      dashboardOrigins: ['http://127.0.0.1:3002'],
+      dashboardOrigins: ['http://127.0.0.1:3002', 'http://localhost:3002'],
       sendRatePerSecond: 80,
       unlockMaxTapAgeMs: 24 * 60 * 60 * 1000,
       webhookBodyLimitBytes: 4 * 1024 * 1024,
@@ -64,7 +64,7 @@ describe('loadConfig', () => {
       phoneNumberId: '106540352242922',
       graphUrl: DEFAULT_GRAPH_URL,
       host: '0.0.0.0',
-      dashboardOrigins: ['http://localhost:3002'],
+      dashboardOrigins: ['http://127.0.0.1:3002', 'http://localhost:3002'],
     });
   });
 
