@@ -39,7 +39,10 @@ export function createGraphClient(options: GraphClientOptions): GraphClient {
   const endpoint = `${options.baseUrl}/${options.version}/${options.phoneNumberId}/messages`;
   const url = new URL(endpoint);
   const transport = url.protocol === 'https:' ? https : http;
-  const agent = new transport.Agent({ keepAlive: true, maxSockets: options.maxSockets ?? 128, maxFreeSockets: 64 });
+  // No socket cap of its own by default: the sender already bounds sends in flight, and a pool
+  // smaller than that queues requests here while the total timeout runs. When Meta holds some
+  // answers, the queued sends then time out too, and those written late become ambiguous.
+  const agent = new transport.Agent({ keepAlive: true, maxSockets: options.maxSockets ?? Infinity, maxFreeSockets: 64 });
   const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
   const totalTimeoutMs = options.totalTimeoutMs ?? 20_000;
   const authorization = `Bearer ${options.accessToken}`;

@@ -1,6 +1,6 @@
 /**
  * The sender: a worker in the webhook role that drains the outbox through the Graph API.
- *   claim due rows with a lease (in the group committer's transaction: one shared fsync)
+ *   claim due rows with a lease (one transaction, one fsync for the batch)
  *   → take a token from the global limiter per send
  *   → POST to Graph API
  *   → record the outcome through the group committer (shares fsyncs with webhook traffic)
@@ -68,19 +68,14 @@ export class Sender {
   private stopping = false;
   private loopDone: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
-  /** A wake that came while a pass was running: the next wait is skipped, so no commit is missed. */
-  private wakeRequested = false;
   private lastHousekeeping = 0;
 
   constructor(private readonly deps: SenderDeps) {
     const leaseMs = deps.graph.totalTimeoutMs !== undefined ? deps.graph.totalTimeoutMs + LEASE_MARGIN_MS : DEFAULT_SENDER_SETTINGS.leaseMs;
     this.settings = { ...DEFAULT_SENDER_SETTINGS, leaseMs, ...deps.settings };
     this.clock = deps.clock ?? Date.now;
-    // Claims and housekeeping go through the group committer: with synchronous=FULL a commit of
-    // their own would cost an fsync per claim, and at 1,000 sends/s claims of a few rows each
-    // would spend the whole event loop in fsync, starving taps, statuses and outcome records.
-    this.claim = (now: number, limit: number) => deps.committer.submit(() => deps.store.claimDue(now, limit, now + this.settings.leaseMs));
-    this.housekeep = (now: number) => deps.committer.submit(() => deps.outbox.recoverLeases(now) + deps.outbox.resolveUnknowns(now));
+    this.claim = deps.db.transaction((now: number, limit: number) => deps.store.claimDue(now, limit, now + this.settings.leaseMs));
+    this.housekeep = deps.db.transaction((now: number) => deps.outbox.recoverLeases(now) + deps.outbox.resolveUnknowns(now));
   }
 
   get inFlightCount(): number {
@@ -97,7 +92,6 @@ export class Sender {
   wake(): void {
     const wake = this.wakeUp;
     this.wakeUp = undefined;
-    if (wake === undefined) this.wakeRequested = true;
     wake?.();
   }
 
@@ -130,35 +124,18 @@ export class Sender {
    * One pass: housekeeping when due, then claim and dispatch as many due rows as the
    * limiter and the in-flight cap allow. Returns the number dispatched.
    */
-  async runOnce(): Promise<number> {
+  runOnce(): number {
     const now = this.clock();
-    this.wakeRequested = false;
-    let housekeeping: Promise<number> | undefined;
     if (now - this.lastHousekeeping >= this.settings.housekeepingMs) {
       this.lastHousekeeping = now;
-      housekeeping = this.housekeep(now);
+      this.housekeep.immediate(now);
     }
     const room = Math.min(this.settings.maxInFlight - this.inFlight.size, this.settings.claimBatch);
-    // Look before claiming: an empty claim still commits, and every commit wakes the sender.
-    if (room <= 0 || !this.deps.store.hasDue(now)) {
-      await housekeeping;
-      return 0;
-    }
+    if (room <= 0) return 0;
     let tokens = 0;
     while (tokens < room && this.deps.limiter.tryTake()) tokens++;
-    if (tokens === 0) {
-      await housekeeping;
-      return 0;
-    }
-    let rows: OutboxRow[];
-    try {
-      rows = await this.claim(now, tokens);
-    } catch (error) {
-      this.deps.limiter.refund(tokens);
-      throw error;
-    } finally {
-      await housekeeping?.catch(() => undefined);
-    }
+    if (tokens === 0) return 0;
+    const rows = this.claim.immediate(now, tokens) as OutboxRow[];
     if (rows.length < tokens) this.deps.limiter.refund(tokens - rows.length);
     for (const row of rows) {
       const sending = this.send(row).finally(() => {
@@ -174,18 +151,13 @@ export class Sender {
     while (!this.stopping) {
       let dispatched = 0;
       try {
-        dispatched = await this.runOnce();
+        dispatched = this.runOnce();
       } catch (error) {
         // The database is locked or full: back off and try again; nothing was claimed.
         this.deps.log.warn({ err: (error as Error).message }, 'sender could not claim; retrying');
       }
       if (this.stopping) break;
       if (dispatched > 0) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        continue;
-      }
-      if (this.wakeRequested) {
-        this.wakeRequested = false;
         await new Promise<void>((resolve) => setImmediate(resolve));
         continue;
       }

@@ -89,13 +89,6 @@ export function createDeliveryStore(db: Db) {
                          AND p.state IN ('pending', 'sending', 'unknown'))
        ORDER BY o.run_at, o.id LIMIT ?`,
     ),
-    anyDue: db.prepare<[number], { n: number }>(
-      `SELECT 1 AS n FROM outbox o
-       WHERE o.state = 'pending' AND o.run_at <= ?
-         AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.contact = o.contact AND p.id < o.id
-                         AND p.state IN ('pending', 'sending', 'unknown'))
-       LIMIT 1`,
-    ),
     lease: db.prepare<[number, number]>(
       `UPDATE outbox SET state = 'sending', attempts = attempts + 1, locked_until = ? WHERE id = ? AND state = 'pending'`,
     ),
@@ -165,8 +158,6 @@ export function createDeliveryStore(db: Db) {
       const rows = s.due.all(now, limit);
       return rows.filter((row) => s.lease.run(leaseUntil, row.id).changes === 1).map((row) => ({ ...row, state: 'sending' as const, attempts: row.attempts + 1 }));
     },
-    /** Whether a claim now would find a row (a read, no transaction needed). */
-    hasDue: (now: number): boolean => s.anyDue.get(now) !== undefined,
     markAccepted: (id: number, wamid: string, now: number, sendTrace: string | null): boolean => s.accept.run(wamid, now, sendTrace, id).changes === 1,
     markRetry: (id: number, runAt: number, error: string, code: number | null, errorClass: string, pairHit: boolean): boolean =>
       s.retry.run(runAt, error, code, errorClass, pairHit ? 1 : 0, id).changes === 1,
