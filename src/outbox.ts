@@ -75,17 +75,33 @@ export function createOutbox(deps: OutboxDeps) {
 
   function accepted(row: OutboxRow, wamid: string, now: number, sendTrace: string | null): boolean {
     if (!store.markAccepted(row.id, wamid, now, sendTrace)) return false;
+    announceAccepted(row, wamid, now);
+    return true;
+  }
+
+  function announceAccepted(row: OutboxRow, wamid: string, now: number): void {
     event('message.sent', now, row, { ...describe(row), wamid, attempts: row.attempts });
     rollup.bump(now, row.pack_id, 'messages_sent');
     observer?.messageSent?.(row.pack_id ?? 'unknown');
-    if (row.unlock_id === null) return true;
+    if (row.unlock_id === null) return;
     const unlock = store.unlockById(row.unlock_id);
-    if (unlock === undefined) return true;
+    if (unlock === undefined) return;
     if (row.position === 0) observer?.clickToSent?.(Math.max(0, now - unlock.created_at) / 1000);
     if (store.unacceptedInUnlock(row.unlock_id) === 0 && store.completeUnlock(row.unlock_id, now)) {
       event('unlock.completed', now, row, { unlock_id: row.unlock_id, pack: row.pack_id, messages: unlock.message_count });
       rollup.bump(now, row.pack_id, 'unlocks_completed');
     }
+  }
+
+  /**
+   * Meta reports a status for a message we dead-lettered as ambiguous: it was sent after all.
+   * Accept it and queue again the later messages of its pack that its death had cancelled.
+   */
+  function revive(row: OutboxRow, wamid: string, now: number): boolean {
+    if (!store.revive(row.id, wamid, now)) return false;
+    if (row.unlock_id !== null) store.reopenUnlock(row.unlock_id);
+    store.requeueCancelled(row.id, now);
+    announceAccepted(row, wamid, now);
     return true;
   }
 
@@ -97,7 +113,7 @@ export function createOutbox(deps: OutboxDeps) {
     if (row.unlock_id === null) return;
     // Later messages of the pack would arrive out of order, or not at all: stop them too.
     for (const later of store.laterOpen(row.unlock_id, row.position)) {
-      if (!store.markDead(later.id, `message ${row.position + 1} of the pack failed`, code, errorClass)) continue;
+      if (!store.markDead(later.id, `message ${row.position + 1} of the pack failed`, code, errorClass, row.id)) continue;
       event('delivery.failed', now, later, { ...describe(later), reason: 'an earlier message of the pack failed', error_code: code, error_class: errorClass });
       rollup.bump(now, later.pack_id, 'messages_failed');
       observer?.deadLetter?.('send', errorClass);
@@ -130,6 +146,7 @@ export function createOutbox(deps: OutboxDeps) {
       // The send went through although we never saw its answer (ambiguous, or the answer is still on its way).
       accepted(row, wamid, now, null);
     }
+    if (row.state === 'dead' && statusName !== 'failed') revive(row, wamid, now);
     if (statusName === 'failed' && how !== undefined) {
       // Meta does not retry a failed message. Neither do we, even for a retryable code: a resend
       // could arrive after later messages of the pack. It is a dead letter with its code.

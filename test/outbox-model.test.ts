@@ -122,7 +122,8 @@ function harness() {
           return;
         }
         case 'echo': {
-          const unknown = db.prepare("SELECT * FROM outbox WHERE state = 'unknown' ORDER BY id").all() as OutboxRow[];
+          // Meta's status for a message in doubt: still unknown, or already given up on as ambiguous.
+          const unknown = db.prepare("SELECT * FROM outbox WHERE state = 'unknown' OR (state = 'dead' AND error_class = 'timeout' AND cancelled_by IS NULL) ORDER BY id").all() as OutboxRow[];
           const row = unknown[step.pick % Math.max(1, unknown.length)];
           if (row === undefined) return;
           tx(() => outbox.status(row, `wamid.echo${row.id}`, 'sent', 1, null, undefined, now));
@@ -181,6 +182,28 @@ describe('outbox state machine', () => {
     expect(h.db.prepare('SELECT COUNT(*) FROM dead_letters').pluck().get()).toBe(1);
     await h.step({ kind: 'tap', contact: 0, pack: 'a', failInside: false });
     expect(h.db.prepare('SELECT COUNT(*) FROM outbox').pluck().get()).toBe(4);
+    h.db.close();
+  });
+
+  it('when a message given up on as ambiguous turns out to have been sent, then it is accepted and its pack resumes', async () => {
+    const h = harness();
+    await h.step({ kind: 'tap', contact: 2, pack: 'b', failInside: false });
+    // Ambiguous, resent once after the wait, ambiguous again, given up: the pack's second message is cancelled.
+    await h.step({ kind: 'claim', limit: 5 });
+    await h.step({ kind: 'outcome', pick: 0, outcome: 'ambiguous' });
+    await h.step({ kind: 'advance', ms: 60_000 });
+    await h.step({ kind: 'claim', limit: 5 });
+    await h.step({ kind: 'outcome', pick: 0, outcome: 'ambiguous' });
+    await h.step({ kind: 'advance', ms: 60_000 });
+    expect(h.db.prepare('SELECT state FROM outbox ORDER BY position').pluck().all()).toEqual(['dead', 'dead']);
+    expect(h.db.prepare('SELECT state FROM unlocks').pluck().get()).toBe('failed');
+    // Then Meta's status arrives: the first message was delivered after all.
+    await h.step({ kind: 'echo', pick: 0 });
+    expect(h.db.prepare('SELECT state FROM outbox ORDER BY position').pluck().all()).toEqual(['accepted', 'pending']);
+    expect(h.db.prepare('SELECT state FROM unlocks').pluck().get()).toBe('sending');
+    await h.step({ kind: 'claim', limit: 5 });
+    await h.step({ kind: 'outcome', pick: 0, outcome: 'accepted' });
+    expect(h.db.prepare('SELECT state FROM unlocks').pluck().get()).toBe('completed');
     h.db.close();
   });
 

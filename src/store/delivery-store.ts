@@ -25,6 +25,8 @@ export interface OutboxRow {
   readonly resent: number;
   readonly status_rank: number;
   readonly accepted_at: number | null;
+  readonly error_class: string | null;
+  readonly error_code: number | null;
 }
 
 export interface NewOutboxRow {
@@ -106,10 +108,19 @@ export function createDeliveryStore(db: Db) {
       `UPDATE outbox SET state = 'unknown', unknown_since = ?, run_at = ?, last_error = ?, error_class = 'timeout', locked_until = NULL
        WHERE id = ? AND state = 'sending'`,
     ),
-    dead: db.prepare<[string, number | null, string, number]>(
-      `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, locked_until = NULL
+    dead: db.prepare<[string, number | null, string, number | null, number]>(
+      `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, cancelled_by = ?, locked_until = NULL
        WHERE id = ? AND state <> 'dead'`,
     ),
+    revive: db.prepare<[string, number, number]>(
+      `UPDATE outbox SET state = 'accepted', wamid = ?, accepted_at = ?, last_error = NULL, error_code = NULL, error_class = NULL
+       WHERE id = ? AND state = 'dead' AND error_class = 'timeout' AND cancelled_by IS NULL`,
+    ),
+    requeueCancelled: db.prepare<[number, number]>(
+      `UPDATE outbox SET state = 'pending', run_at = ?, last_error = NULL, error_code = NULL, error_class = NULL, cancelled_by = NULL
+       WHERE cancelled_by = ? AND state = 'dead'`,
+    ),
+    reopenUnlock: db.prepare<[number]>(`UPDATE unlocks SET state = 'sending' WHERE id = ? AND state = 'failed'`),
     laterOpen: db.prepare<[number, number], OutboxRow>(
       `SELECT * FROM outbox WHERE unlock_id = ? AND position > ? AND state IN ('pending', 'sending', 'unknown') ORDER BY position`,
     ),
@@ -162,7 +173,13 @@ export function createDeliveryStore(db: Db) {
     markRetry: (id: number, runAt: number, error: string, code: number | null, errorClass: string, pairHit: boolean): boolean =>
       s.retry.run(runAt, error, code, errorClass, pairHit ? 1 : 0, id).changes === 1,
     markUnknown: (id: number, now: number, resolveBy: number, reason: string): boolean => s.unknown.run(now, resolveBy, reason, id).changes === 1,
-    markDead: (id: number, reason: string, code: number | null, errorClass: string): boolean => s.dead.run(reason, code, errorClass, id).changes === 1,
+    markDead: (id: number, reason: string, code: number | null, errorClass: string, cancelledBy: number | null = null): boolean =>
+      s.dead.run(reason, code, errorClass, cancelledBy, id).changes === 1,
+    /** A message dead-lettered as ambiguous that Meta reports as sent after all. */
+    revive: (id: number, wamid: string, now: number): boolean => s.revive.run(wamid, now, id).changes === 1,
+    /** Queues again the rows that `id`'s death cancelled; returns how many. */
+    requeueCancelled: (id: number, now: number): number => s.requeueCancelled.run(now, id).changes,
+    reopenUnlock: (unlockId: number): boolean => s.reopenUnlock.run(unlockId).changes === 1,
     laterOpen: (unlockId: number, position: number): OutboxRow[] => s.laterOpen.all(unlockId, position),
     byId: (id: number): OutboxRow | undefined => s.byId.get(id),
     byWamid: (wamid: string): OutboxRow | undefined => s.byWamid.get(wamid),
