@@ -16,9 +16,9 @@ import { join, resolve } from 'node:path';
 import { freePort, startChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 
 const SECRET = 'ctu-sandbox-app-secret'; // the sandbox App Secret the service uses when none is configured
-const CONNECTIONS = 50;
-const BODY_BYTES = 2048;
-const WARMUP_SECONDS = 3;
+export const CONNECTIONS = 50;
+export const BODY_BYTES = 2048;
+export const WARMUP_SECONDS = 3;
 const MAX_REQUESTS = 8_000_000; // bounds the acknowledgement ledger (8 MB)
 const CONTACTS = 5000;
 
@@ -73,7 +73,7 @@ function textPadding(): string {
 }
 
 /** Hands out unique signed bodies and remembers, per wamid, whether the answer was a 2xx. */
-class Ledger {
+export class Ledger {
   private next = 0;
   readonly state = new Uint8Array(MAX_REQUESTS);
   private readonly text = textPadding();
@@ -106,7 +106,7 @@ class Ledger {
   }
 }
 
-interface Run {
+export interface Run {
   readonly rps: number;
   readonly p50: number;
   readonly p99: number;
@@ -116,7 +116,7 @@ interface Run {
   readonly clientCpu: number; // cores busy in this (load generator) process
 }
 
-async function measure(url: string, server: Child, ledger: Ledger, track: boolean, seconds: number): Promise<Run> {
+export async function measure(url: string, server: Child, ledger: Ledger, track: boolean, seconds: number): Promise<Run> {
   const cpu0 = server.cpuSeconds();
   const self0 = process.cpuUsage();
   const wall0 = performance.now();
@@ -134,7 +134,7 @@ async function measure(url: string, server: Child, ledger: Ledger, track: boolea
   };
 }
 
-interface LedgerCheck {
+export interface LedgerCheck {
   readonly stored: number;
   readonly acked: number;
   readonly lost: number;
@@ -143,7 +143,7 @@ interface LedgerCheck {
   readonly unknown: number;
 }
 
-function reconcile(ledger: Ledger, databasePath: string): LedgerCheck {
+export function reconcile(ledger: Ledger, databasePath: string): LedgerCheck {
   const db = new Database(databasePath, { readonly: true, fileMustExist: true });
   let stored = 0;
   let unknown = 0;
