@@ -32,6 +32,7 @@ import type { Express } from 'express';
 import { createFeed, type Feed } from './feed/feed';
 import { ensureSandboxKey } from './store/key-store';
 import { startBackupSchedule, type BackupSchedule } from './backup';
+import { startCheckpointer, type Checkpointer } from './store/checkpointer';
 import { startRetention, type RetentionLoop } from './retention';
 
 export interface ServiceOptions {
@@ -78,6 +79,7 @@ interface WriteSide {
   readonly graphUrl: string | undefined;
   readonly backups: BackupSchedule | undefined;
   readonly retention: RetentionLoop | undefined;
+  readonly checkpointer: Checkpointer;
   setClosing(): void;
 }
 
@@ -85,6 +87,7 @@ interface WriteSide {
 async function buildWriteSide(config: Config, options: ServiceOptions, catalog: Catalog, t: Telemetry, clock: () => number): Promise<WriteSide> {
   const { log } = options;
   const db = openDatabase(config.databasePath);
+  const checkpointer = startCheckpointer(db);
   const committer = new GroupCommitter(db);
   committer.onBatch(batchObserver(t));
   const webhookStore = createWebhookStore(db);
@@ -157,7 +160,7 @@ async function buildWriteSide(config: Config, options: ServiceOptions, catalog: 
   }
   const backups = config.backup.dir === undefined ? undefined : startBackupSchedule({ db, dir: config.backup.dir, intervalMs: config.backup.intervalMs, keep: config.backup.keep, log });
   const retention = config.retentionDays === undefined ? undefined : startRetention({ db, retentionDays: config.retentionDays, log });
-  return { db, committer, webhook, sender, graph, simulator, graphUrl, backups, retention, setClosing: () => (closing = true) };
+  return { db, committer, webhook, sender, graph, simulator, graphUrl, backups, retention, checkpointer, setClosing: () => (closing = true) };
 }
 
 export async function startService(config: Config, options: ServiceOptions): Promise<RunningService> {
@@ -239,6 +242,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       await write?.backups?.stop();
       await write?.retention?.stop();
       write?.committer.drain();
+      await write?.checkpointer.stop();
       write?.graph?.close();
       await write?.simulator?.close();
       await metrics?.close();
