@@ -10,8 +10,8 @@ import type { EventRecord, FeedStore } from '../store/feed-store';
 export interface WireEvent {
   readonly seq: number;
   readonly type: string;
-  /** `{"seq":…,"type":…,"at":…,"data":…}` exactly as sent. */
-  readonly text: string;
+  /** `{"seq":…,"type":…,"at":…,"data":…}` exactly as sent, encoded once for every client. */
+  readonly text: Buffer;
 }
 
 export function wireText(e: EventRecord): string {
@@ -69,7 +69,7 @@ export class EventTail {
         const newest = events[events.length - 1];
         if (newest === undefined) break;
         this.last = newest.seq;
-        this.deliver(events.map((e) => ({ seq: e.seq, type: e.type, text: wireText(e) })));
+        this.deliver(events.map((e) => ({ seq: e.seq, type: e.type, text: Buffer.from(wireText(e)) })));
         if (events.length < PAGE) break;
       }
       this.failures = 0;

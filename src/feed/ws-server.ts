@@ -154,10 +154,14 @@ export function createWsServer(deps: WsDeps) {
     const now = deps.clock();
     for (const client of clients) {
       if (!client.live || client.ws.readyState !== WebSocket.OPEN) continue;
+      // One write per client for the whole batch; the frame payload is shared by every client.
+      const socket = (client.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+      socket?.cork();
       for (const e of events) {
         if (e.seq <= client.cursor) continue;
-        if (client.types === undefined || client.types.has(e.type)) client.ws.send(e.text);
+        if (client.types === undefined || client.types.has(e.type)) client.ws.send(e.text, { binary: false });
       }
+      socket?.uncork();
       client.cursor = Math.max(client.cursor, last.seq);
       enforceBuffer(client, now);
     }
