@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, totalmem } from 'node:os';
+import { resolve } from 'node:path';
 
 export interface BenchOptions {
   /** Measured rounds per figure (at least 3). */
@@ -147,6 +148,32 @@ export function startChild(name: string, args: readonly string[], env: NodeJS.Pr
       return code;
     },
   };
+}
+
+export interface ServiceChild {
+  readonly child: Child;
+  readonly webhookUrl: string;
+  readonly metricsUrl: string;
+}
+
+/**
+ * The compiled service (`node dist/src/cli.js start`) on free loopback ports, with `env` as its
+ * whole environment beside the ports. BENCH_SERVICE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"
+ * profiles it under load (one file per process). Wait for it with waitForHttp(webhookUrl, child).
+ */
+export async function startServiceChild(name: string, env: NodeJS.ProcessEnv): Promise<ServiceChild> {
+  const cli = resolve(__dirname, '..', '..', 'dist', 'src', 'cli.js');
+  const nodeArgs = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
+  const [webhookPort, wsPort, apiPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const child = startChild(name, [...nodeArgs, cli, 'start'], {
+    ...env,
+    HOST: '127.0.0.1',
+    WEBHOOK_PORT: String(webhookPort),
+    WS_PORT: String(wsPort),
+    API_PORT: String(apiPort),
+    METRICS_PORT: String(metricsPort),
+  });
+  return { child, webhookUrl: `http://127.0.0.1:${webhookPort}/webhook`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` };
 }
 
 /** Resolves once `url` answers any HTTP status; rejects after `timeoutMs` or if the child exits. */

@@ -13,7 +13,7 @@ import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { freePort, startChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { freePort, startChild, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 
 const SECRET = 'ctu-sandbox-app-secret'; // the sandbox App Secret the service uses when none is configured
 export const CONNECTIONS = 50;
@@ -179,21 +179,10 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   const root = resolve(__dirname, '..', '..');
   const dir = mkdtempSync(join(tmpdir(), 'ctu-bench-ingest-'));
   const databasePath = join(dir, 'bench.db');
-  const [webhookPort, wsPort, apiPort, metricsPort, barePort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const barePort = await freePort();
   const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, NODE_ENV: 'production' };
-  // BENCH_SERVICE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the service under load.
-  const nodeArgs = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
-  const service = startChild('service', [...nodeArgs, join(root, 'dist', 'src', 'cli.js'), 'start'], {
-    ...env,
-    DATABASE_PATH: databasePath,
-    HOST: '127.0.0.1',
-    WEBHOOK_PORT: String(webhookPort),
-    WS_PORT: String(wsPort),
-    API_PORT: String(apiPort),
-    METRICS_PORT: String(metricsPort),
-  });
+  const { child: service, webhookUrl: serviceUrl } = await startServiceChild('service', { ...env, DATABASE_PATH: databasePath });
   const bare = startChild('bare node:http', [join(root, 'dist', 'bench', 'bare-webhook.js')], { ...env, BENCH_PORT: String(barePort), BENCH_SECRET: SECRET });
-  const serviceUrl = `http://127.0.0.1:${webhookPort}/webhook`;
   const bareUrl = `http://127.0.0.1:${barePort}/webhook`;
   const ledger = new Ledger();
   const service_: Run[] = [];

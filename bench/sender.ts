@@ -12,11 +12,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { buildTapPayload, startSimulator, syntheticContacts, type SimSend, type Simulator } from '../src/simulator';
 import { openDatabase } from '../src/store/database';
 import { createDeliveryStore } from '../src/store/delivery-store';
-import { freePort, sleep, startChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { sleep, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 
 const SECRET = 'bench-sender-app-secret';
 const PACK_SIZE = 3;
@@ -62,7 +62,7 @@ function prefill(databasePath: string, contacts: readonly string[]): void {
 }
 
 /** A simulator here and the service as a child process pointed at it. */
-async function startRun(root: string, ratePerSecond: number, contactsToPrefill: readonly string[], quietStatuses: boolean): Promise<Run> {
+async function startRun(ratePerSecond: number, contactsToPrefill: readonly string[], quietStatuses: boolean): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), 'ctu-bench-sender-'));
   const databasePath = join(dir, 'bench.db');
   const packsFile = join(dir, 'packs.json');
@@ -74,18 +74,12 @@ async function startRun(root: string, ratePerSecond: number, contactsToPrefill: 
     statuses: { readProbability: 0 },
     ...(quietStatuses ? { faults: { dropStatus: { probability: 1 } } } : {}),
   });
-  const [webhookPort, wsPort, apiPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  const service = startChild('service', [join(root, 'dist', 'src', 'cli.js'), 'start'], {
+  const { child: service, webhookUrl } = await startServiceChild('service', {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? dir,
     NODE_ENV: 'production',
     DATABASE_PATH: databasePath,
     PACKS_FILE: packsFile,
-    HOST: '127.0.0.1',
-    WEBHOOK_PORT: String(webhookPort),
-    WS_PORT: String(wsPort),
-    API_PORT: String(apiPort),
-    METRICS_PORT: String(metricsPort),
     LOG_LEVEL: 'warn',
     META_GRAPH_URL: sim.url,
     META_ACCESS_TOKEN: sim.accessToken,
@@ -95,7 +89,6 @@ async function startRun(root: string, ratePerSecond: number, contactsToPrefill: 
     SEND_RATE_PER_SECOND: String(ratePerSecond),
     SEND_TIMEOUT: '10s',
   });
-  const webhookUrl = `http://127.0.0.1:${webhookPort}/webhook`;
   const stop = async (): Promise<number | null> => {
     const code = await service.stop();
     await sim.close();
@@ -131,9 +124,9 @@ function checkSends(sim: Simulator, expected: number): Checked {
 }
 
 /** (a) sends/s in the steady state: the middle 80% of the sends, by the simulator's clock. */
-async function throughput(root: string, seconds: number): Promise<{ rate: number; check: Checked; exit: number | null }> {
+async function throughput(seconds: number): Promise<{ rate: number; check: Checked; exit: number | null }> {
   const rows = THROUGHPUT_ROWS_PER_SECOND * seconds;
-  const run = await startRun(root, 100_000, syntheticContacts(rows / PACK_SIZE), true);
+  const run = await startRun(100_000, syntheticContacts(rows / PACK_SIZE), true);
   let exit: number | null = null;
   try {
     await run.sim.waitFor(() => run.sim.sends.length >= rows, Math.max(60_000, rows * 5));
@@ -149,9 +142,9 @@ async function throughput(root: string, seconds: number): Promise<{ rate: number
 }
 
 /** (b) sends/s at the default limit, over `seconds` after a one-second warm-up. */
-async function limiter(root: string, seconds: number): Promise<{ rate: number; check: Checked }> {
+async function limiter(seconds: number): Promise<{ rate: number; check: Checked }> {
   const rows = Math.ceil((LIMITED_RATE * (seconds + 3)) / PACK_SIZE) * PACK_SIZE;
-  const run = await startRun(root, LIMITED_RATE, syntheticContacts(rows / PACK_SIZE), true);
+  const run = await startRun(LIMITED_RATE, syntheticContacts(rows / PACK_SIZE), true);
   let rate = Number.NaN;
   let backlogged = false;
   try {
@@ -168,8 +161,8 @@ async function limiter(root: string, seconds: number): Promise<{ rate: number; c
 }
 
 /** (c) tap → first send, in ms, for taps at a steady pace over `seconds`. */
-async function tapToFirstSend(root: string, seconds: number): Promise<{ p50: number; p99: number; check: Checked }> {
-  const run = await startRun(root, 1_000, [], false);
+async function tapToFirstSend(seconds: number): Promise<{ p50: number; p99: number; check: Checked }> {
+  const run = await startRun(1_000, [], false);
   const agent = new Agent({ keepAlive: true, maxSockets: 32 });
   const url = new URL(run.webhookUrl);
   const tappedAt = new Map<string, number>();
@@ -217,7 +210,6 @@ async function tapToFirstSend(root: string, seconds: number): Promise<{ p50: num
 
 async function run(options: BenchOptions): Promise<BenchResult> {
   const { log } = options;
-  const root = resolve(__dirname, '..', '..');
   const rates: number[] = [];
   const limited: number[] = [];
   const limitErrors: number[] = [];
@@ -228,9 +220,9 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   const tapChecks: Checked[] = [];
   const exits: Array<number | null> = [];
   for (let round = 1; round <= options.rounds; round++) {
-    const a = await throughput(root, options.seconds);
-    const b = await limiter(root, options.seconds);
-    const c = await tapToFirstSend(root, options.seconds);
+    const a = await throughput(options.seconds);
+    const b = await limiter(options.seconds);
+    const c = await tapToFirstSend(options.seconds);
     rates.push(a.rate);
     limited.push(b.rate);
     limitErrors.push((Math.abs(b.rate - LIMITED_RATE) / LIMITED_RATE) * 100);

@@ -13,8 +13,8 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { freePort, startChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { join } from 'node:path';
+import { freePort, startChild, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 import { BODY_BYTES, CONNECTIONS, Ledger, measure, reconcile, WARMUP_SECONDS, type LedgerCheck, type Run } from './ingest';
 
 type Mode = 'off' | 'metrics' | 'on' | 'closed';
@@ -77,11 +77,8 @@ async function metric(url: string, sample: string): Promise<number | undefined> 
 
 async function run(options: BenchOptions): Promise<BenchResult> {
   const { log } = options;
-  const root = resolve(__dirname, '..', '..');
   const dir = mkdtempSync(join(tmpdir(), 'ctu-bench-telemetry-'));
   const base = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, NODE_ENV: 'production' };
-  // BENCH_SERVICE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles every service under load (one file per process).
-  const nodeArgs = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
   const sinkPort = await freePort();
   const closedPort = await freePort(); // nothing listens there
   const sink = startChild('OTLP sink', ['-e', SINK_SOURCE], { ...base, BENCH_PORT: String(sinkPort) });
@@ -99,23 +96,13 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   const failures: Partial<Record<Mode, number | undefined>> = {};
   try {
     for (const mode of MODES) {
-      const [webhookPort, wsPort, apiPort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
       const databasePath = join(dir, `${mode}.db`);
-      const child = startChild(`service (${mode})`, [...nodeArgs, join(root, 'dist', 'src', 'cli.js'), 'start'], {
-        ...base,
-        ...otel[mode],
-        DATABASE_PATH: databasePath,
-        HOST: '127.0.0.1',
-        WEBHOOK_PORT: String(webhookPort),
-        WS_PORT: String(wsPort),
-        API_PORT: String(apiPort),
-        METRICS_PORT: String(metricsPort),
-      });
+      const { child, webhookUrl, metricsUrl } = await startServiceChild(`service (${mode})`, { ...base, ...otel[mode], DATABASE_PATH: databasePath });
       services.push({
         mode,
         child,
-        url: `http://127.0.0.1:${webhookPort}/webhook`,
-        metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+        url: webhookUrl,
+        metricsUrl,
         databasePath,
         ledger: new Ledger(),
         runs: [],

@@ -21,6 +21,8 @@ import Database from 'better-sqlite3';
 import type { Config } from './config';
 import { HOUR } from './duration';
 import type { Logger } from './log';
+import { progressBar } from './progress';
+import { startPeriodic } from './periodic';
 import { openDatabase, readMigrations, type Db } from './store/database';
 import { CHECK_COPY_WORKER_SOURCE } from './store/maintenance-store';
 
@@ -215,12 +217,11 @@ export interface BackupSchedule {
 export function startBackupSchedule(options: BackupScheduleOptions): BackupSchedule {
   const { db, dir, log } = options;
   const clock = options.clock ?? Date.now;
-  let stopping = false;
-  let running: Promise<BackupResult | undefined> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const pass = (): Promise<BackupResult | undefined> => {
-    running ??= backupInWorker(db.name, join(dir, backupFileName(clock())), { shouldStop: () => stopping })
-      .then(
+  return startPeriodic({
+    firstDelayMs: options.intervalMs,
+    intervalMs: options.intervalMs,
+    run: (stopping) =>
+      backupInWorker(db.name, join(dir, backupFileName(clock())), { shouldStop: stopping }).then(
         (result) => {
           const removed = rotateBackups(dir, options.keep);
           log.info({ file: result.file, bytes: result.bytes, ms: Math.round(result.durationMs), removed }, 'backup written and verified');
@@ -230,28 +231,8 @@ export function startBackupSchedule(options: BackupScheduleOptions): BackupSched
           log.error({ err: error instanceof Error ? error.message : String(error) }, 'scheduled backup failed');
           return undefined;
         },
-      )
-      .finally(() => {
-        running = undefined;
-      });
-    return running;
-  };
-  const schedule = (): void => {
-    if (stopping) return;
-    timer = setTimeout(() => {
-      void pass().then(schedule);
-    }, options.intervalMs);
-    timer.unref();
-  };
-  schedule();
-  return {
-    runNow: pass,
-    stop: async () => {
-      stopping = true;
-      if (timer !== undefined) clearTimeout(timer);
-      await running;
-    },
-  };
+      ),
+  });
 }
 
 export type DatabaseUse = 'free' | 'in-use' | 'missing' | 'unreadable';
@@ -352,7 +333,7 @@ export async function backupCommand(args: readonly string[], config: Pick<Config
   const db = openDatabase(config.databasePath, { migrate: false, busyTimeoutMs: 5_000 });
   const bar = progressBar(process.stderr);
   try {
-    const result = await backupDatabase(db, out, { pagesPerStep: 1024, onProgress: bar });
+    const result = await backupDatabase(db, out, { pagesPerStep: 1024, onProgress: (copied, total) => bar('backup', copied, total, 'pages') });
     bar.done();
     process.stdout.write(
       `backup written to ${result.file}\n  ${formatBytes(result.bytes)}, ${result.pages} pages, integrity ok, schema version ${String(result.check.schemaVersion)}, ` +
@@ -409,26 +390,4 @@ async function webhookAnswers(config: Pick<Config, 'host' | 'ports' | 'verifyTok
 
 function formatBytes(bytes: number): string {
   return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
-}
-
-function progressBar(out: NodeJS.WriteStream): ((copied: number, total: number) => void) & { done(): void } {
-  const tty = out.isTTY === true;
-  let lastAt = 0;
-  let drawn = false;
-  const draw = (copied: number, total: number): void => {
-    const now = Date.now();
-    if (now - lastAt < (tty ? 100 : 1000) && copied < total) return;
-    lastAt = now;
-    const share = total > 0 ? Math.min(1, copied / total) : 0;
-    const filled = Math.round(share * 30);
-    const line = `backup [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${(share * 100).toFixed(0).padStart(3)}% ${copied}/${total} pages`;
-    out.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
-    drawn = true;
-  };
-  return Object.assign(draw, {
-    done: () => {
-      if (tty && drawn) out.write('\n');
-      drawn = false;
-    },
-  });
 }

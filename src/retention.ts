@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { DAY, HOUR, MINUTE, parseDuration } from './duration';
 import type { Logger } from './log';
+import { startPeriodic } from './periodic';
 import { openDatabase, type Db } from './store/database';
 import { createMaintenanceStore, type PrunedTable } from './store/maintenance-store';
 
@@ -129,20 +130,17 @@ export interface RetentionLoop {
 /** Prunes every `intervalMs` (default 1 h) on the service's own connection, so it never waits for the webhook's lock. */
 export function startRetention(options: RetentionOptions): RetentionLoop {
   const { db, log } = options;
-  const intervalMs = options.intervalMs ?? HOUR;
-  let stopping = false;
-  let running: Promise<PruneReport | undefined> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-
-  const pass = (): Promise<PruneReport | undefined> => {
-    running ??= prune(db, {
-      olderThanMs: options.retentionDays * DAY,
-      now: (options.clock ?? Date.now)(),
-      batchRows: options.batchRows ?? DEFAULT_BATCH_ROWS,
-      pauseMs: options.pauseMs ?? 5,
-      shouldStop: () => stopping,
-    })
-      .then(
+  return startPeriodic({
+    firstDelayMs: options.firstRunDelayMs ?? MINUTE,
+    intervalMs: options.intervalMs ?? HOUR,
+    run: (stopping) =>
+      prune(db, {
+        olderThanMs: options.retentionDays * DAY,
+        now: (options.clock ?? Date.now)(),
+        batchRows: options.batchRows ?? DEFAULT_BATCH_ROWS,
+        pauseMs: options.pauseMs ?? 5,
+        shouldStop: stopping,
+      }).then(
         (report) => {
           const total = Object.values(report.rows).reduce((a, b) => a + b, 0);
           log.info({ rows: report.rows, total, batches: report.batches, ms: Math.round(report.durationMs) }, 'retention pass done');
@@ -153,28 +151,8 @@ export function startRetention(options: RetentionOptions): RetentionLoop {
           log.warn({ err: error instanceof Error ? error.message : String(error) }, 'retention pass failed; retrying at the next interval');
           return undefined;
         },
-      )
-      .finally(() => {
-        running = undefined;
-      });
-    return running;
-  };
-  const schedule = (delay: number): void => {
-    if (stopping) return;
-    timer = setTimeout(() => {
-      void pass().then(() => schedule(intervalMs));
-    }, delay);
-    timer.unref();
-  };
-  schedule(options.firstRunDelayMs ?? MINUTE);
-  return {
-    runNow: pass,
-    stop: async () => {
-      stopping = true;
-      if (timer !== undefined) clearTimeout(timer);
-      await running;
-    },
-  };
+      ),
+  });
 }
 
 /** `ctu prune --older-than 30d [--batch N]`: one pass against DATABASE_PATH, safe beside a running service. */

@@ -5,7 +5,6 @@
  * stop accepting, finish in-flight requests (never a 200 without a commit), let in-flight
  * sends finish or mark them unknown, close WebSockets, checkpoint the WAL.
  */
-import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { Config, Role } from './config';
 import { createGraphClient, type GraphClient } from './graph-client';
@@ -22,6 +21,7 @@ import { createDeliveryStore } from './store/delivery-store';
 import { createRollupStore } from './store/rollup-store';
 import { createWebhookStore } from './store/webhook-store';
 import { createUnlockHooks } from './unlock';
+import { closeServer, listen } from './http-listen';
 import { createWebhookServer } from './webhook-server';
 import { batchObserver, ingestObserver, webhookObserver } from './telemetry/adapters';
 import { deliveryTracer, sendTracer } from './telemetry/delivery-tracing';
@@ -273,27 +273,4 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     ports,
     close,
   };
-}
-
-export function listen(server: Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
-
-/** Stops accepting, lets in-flight requests finish, then closes idle keep-alive sockets. */
-export function closeServer(server: Server, graceMs = 10_000): Promise<void> {
-  return new Promise((resolve) => {
-    const force = setTimeout(() => server.closeAllConnections(), graceMs);
-    force.unref();
-    server.close(() => {
-      clearTimeout(force);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
 }

@@ -8,6 +8,7 @@ import { randomInt } from 'node:crypto';
 import type { Config } from './config';
 import { parseDuration } from './duration';
 import type { Catalog } from './packs';
+import { progressBar } from './progress';
 import { driveTaps, type TapProgress } from './simulator';
 import { openDatabase } from './store/database';
 
@@ -118,27 +119,4 @@ export async function runSimulate(config: Config, catalog: Catalog, options: Sim
   } finally {
     db.close();
   }
-}
-
-function progressBar(out: NodeJS.WriteStream): ((label: string, done: number, total: number, note: string) => void) & { done(): void } {
-  const tty = out.isTTY === true;
-  let last = 0;
-  let drawn = false;
-  const draw = (label: string, done: number, total: number, note: string): void => {
-    const now = Date.now();
-    if (!tty && now - last < 1000) return;
-    last = now;
-    const width = 30;
-    const share = total > 0 ? Math.min(1, done / total) : 0;
-    const filled = Math.round(share * width);
-    const line = `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${note}`;
-    out.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
-    drawn = true;
-  };
-  return Object.assign(draw, {
-    done: () => {
-      if (tty && drawn) out.write('\n');
-      drawn = false;
-    },
-  });
 }

@@ -13,7 +13,8 @@ import { startBackupSchedule } from '../src/backup';
 import { createLogger } from '../src/log';
 import { openDatabase, type Db } from '../src/store/database';
 import { makeTempDir, postSigned, startTestService, type CliProcess } from './helpers/webhook';
-import { inboundEvent, killAll, requireBuild, runCtu, startLoad, startService, stopService, waitFor } from './ops-helpers';
+import { killAll, requireBuild, runCtu, startService, stopService } from './helpers/cli';
+import { inboundEvent, startLoad, waitFor } from './ops-helpers';
 
 const dir = makeTempDir('ctu-ops-backup-');
 const clis: CliProcess[] = [];

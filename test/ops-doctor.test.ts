@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DoctorReport } from '../src/doctor';
 import { makeTempDir, postSigned, type CliProcess } from './helpers/webhook';
-import { inboundEvent, killAll, requireBuild, runCtu, startService, stopService } from './ops-helpers';
+import { killAll, requireBuild, runCtu, startService, stopService } from './helpers/cli';
+import { inboundEvent } from './ops-helpers';
 
 const dir = makeTempDir('ctu-ops-doctor-');
 const clis: CliProcess[] = [];

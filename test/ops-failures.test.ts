@@ -9,7 +9,8 @@ import { copyFileSync, mkdirSync, openSync, closeSync, rmSync, statfsSync, statS
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, postSigned, type CliProcess } from './helpers/webhook';
-import { inboundEvent, killAll, requireBuild, runCtu, startLoad, startService, stopService, waitFor } from './ops-helpers';
+import { killAll, requireBuild, runCtu, startService, stopService } from './helpers/cli';
+import { inboundEvent, startLoad, waitFor } from './ops-helpers';
 
 const dir = makeTempDir('ctu-ops-failures-');
 const clis: CliProcess[] = [];

@@ -11,7 +11,7 @@ import { createLogger } from '../src/log';
 import { prune, startRetention } from '../src/retention';
 import { openDatabase, type Db } from '../src/store/database';
 import { makeTempDir } from './helpers/webhook';
-import { requireBuild, runCtu } from './ops-helpers';
+import { requireBuild, runCtu } from './helpers/cli';
 
 const dir = makeTempDir('ctu-ops-retention-');
 afterAll(() => dir.remove());

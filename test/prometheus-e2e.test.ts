@@ -13,15 +13,14 @@
  * (SenderBacklogOld) and an hour without traffic (WebhookTrafficAbsent). The promtool unit
  * tests in prometheus/tests/ (run by prometheus-rules.test.ts) cover those alerts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { freePort, PROMETHEUS_BIN, toolAvailable } from './helpers/prometheus';
+import { closeServer, listen } from '../src/http-listen';
+import { PROMETHEUS_BIN, startPrometheusIn, toolAvailable, type RunningPrometheus } from './helpers/prometheus';
 import { sandboxBuilt, startSandbox, type Sandbox, type TapStream } from './helpers/sandbox';
 import { dashboardQueries, REPO } from './prometheus-names';
 
@@ -106,13 +105,7 @@ interface ActiveAlert {
   state: 'pending' | 'firing';
 }
 
-interface LivePrometheus {
-  readonly url: string;
-  api<T>(path: string): Promise<T>;
-  stop(): Promise<void>;
-}
-
-async function startShippedPrometheus(target: string, alertmanager: string): Promise<LivePrometheus> {
+async function startShippedPrometheus(target: string, alertmanager: string): Promise<RunningPrometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'ctu-prom-e2e-'));
   mkdirSync(join(dir, 'rules'));
   const shipped = parse(readFileSync(join(REPO, 'prometheus', 'prometheus.yml'), 'utf8')) as PromConfig;
@@ -120,61 +113,7 @@ async function startShippedPrometheus(target: string, alertmanager: string): Pro
   writeFileSync(join(dir, 'rules', 'recording.yml'), readFileSync(join(REPO, 'prometheus', 'rules', 'recording.yml')));
   writeFileSync(join(dir, 'rules', 'alerts.yml'), shortenFor(readFileSync(join(REPO, 'prometheus', 'rules', 'alerts.yml'), 'utf8')));
 
-  let lastError = '';
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    const child = spawn(
-      PROMETHEUS_BIN,
-      [
-        `--config.file=${join(dir, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        '--log.level=warn',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr?.on('data', (c: Buffer) => {
-      if (stderr.length < 20_000) stderr += c.toString('utf8');
-    });
-    const url = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + 20_000;
-    while (Date.now() < deadline && child.exitCode === null) {
-      const ready = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1_000) }).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (ready) {
-        return {
-          url,
-          async api<T>(path: string): Promise<T> {
-            const res = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5_000) });
-            const body = (await res.json()) as { status: string; data: T; error?: string };
-            if (body.status !== 'success') throw new Error(`${path}: ${body.error ?? res.status}`);
-            return body.data;
-          },
-          async stop() {
-            await stopChild(child);
-            rmSync(dir, { recursive: true, force: true });
-          },
-        };
-      }
-      await sleep(100);
-    }
-    lastError = stderr.slice(-2_000);
-    await stopChild(child);
-  }
-  rmSync(dir, { recursive: true, force: true });
-  throw new Error(`prometheus did not become ready: ${lastError}`);
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const kill = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(kill);
+  return startPrometheusIn(dir);
 }
 
 /** Stands in for Alertmanager: records what Prometheus posts to /api/v2/alerts. */
@@ -190,15 +129,11 @@ async function startAlertReceiver(): Promise<{ target: string; received: ActiveA
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = await listen(server, 0, '127.0.0.1');
   return {
-    target: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    target: `127.0.0.1:${port}`,
     received,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server, 0),
   };
 }
 
@@ -237,7 +172,7 @@ describe.skipIf(!runnable)('Prometheus end to end: the sandbox under simulated t
   let sandbox: Sandbox;
   let taps: TapStream | undefined;
   let receiver: Awaited<ReturnType<typeof startAlertReceiver>>;
-  let prometheus: LivePrometheus;
+  let prometheus: RunningPrometheus;
   let startedAt = 0;
 
   const activeAlerts = async (): Promise<ActiveAlert[]> => (await prometheus.api<{ alerts: ActiveAlert[] }>('/api/v1/alerts')).alerts;

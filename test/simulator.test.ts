@@ -4,8 +4,8 @@
  * endpoint, and the tap driver's payloads as our own parser reads them.
  */
 import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { closeServer, listen } from '../src/http-listen';
 import { parseWebhook, type InboundMessageItem, type StatusItem } from '../src/meta-payload';
 import { verifySignature } from '../src/signature';
 import {
@@ -53,8 +53,7 @@ async function startReceiver(answer: (n: number) => number = () => 200): Promise
       res.writeHead(status, { 'Content-Type': 'text/plain' }).end(status === 200 ? 'EVENT_RECEIVED' : 'no');
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  const port = await listen(server, 0, '127.0.0.1');
   return {
     url: `http://127.0.0.1:${port}/webhook`,
     posts,
@@ -63,11 +62,7 @@ async function startReceiver(answer: (n: number) => number = () => 200): Promise
         .filter((p) => p.answered === 200)
         .flatMap((p) => parseWebhook(JSON.parse(p.body.toString('utf8'))).items)
         .filter((i): i is StatusItem => i.kind === 'status'),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server, 0),
   };
 }
 

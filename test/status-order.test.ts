@@ -4,7 +4,7 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postSigned, runConcurrently, startTestService, type TestService } from './helpers/webhook';
+import { metaCallback, postSigned, runConcurrently, startTestService, type TestService } from './helpers/webhook';
 
 const RANK: Readonly<Record<string, number>> = { sent: 1, failed: 2, delivered: 3, read: 4 };
 const FAILED_CODE = 131026;
@@ -15,32 +15,14 @@ interface Step {
 }
 
 function statusBody(wamid: string, step: Step): string {
-  return JSON.stringify({
-    object: 'whatsapp_business_account',
-    entry: [
-      {
-        id: '102290129340398',
-        changes: [
-          {
-            field: 'messages',
-            value: {
-              messaging_product: 'whatsapp',
-              metadata: { display_phone_number: '15550783881', phone_number_id: '106540352242922' },
-              statuses: [
-                {
-                  id: wamid,
-                  status: step.status,
-                  timestamp: String(step.ts),
-                  recipient_id: '16505551234',
-                  ...(step.status === 'failed' ? { errors: [{ code: FAILED_CODE, title: 'Message undeliverable' }] } : {}),
-                },
-              ],
-            },
-          },
-        ],
-      },
-    ],
-  });
+  const status = {
+    id: wamid,
+    status: step.status,
+    timestamp: String(step.ts),
+    recipient_id: '16505551234',
+    ...(step.status === 'failed' ? { errors: [{ code: FAILED_CODE, title: 'Message undeliverable' }] } : {}),
+  };
+  return JSON.stringify(metaCallback({ statuses: [status] }));
 }
 
 // `deleted` is a status name we do not rank: stored, never moving the current status.

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { startMetricsServer, type MetricsServer } from '../src/telemetry/metrics-server';
 import { startTelemetry, type TelemetryRuntime } from '../src/telemetry/sdk';
 import { parseExposition } from './helpers/prometheus';
+import { recordOneOfEverything } from './helpers/telemetry';
 
 const DOC = readFileSync(join(__dirname, '..', 'docs', 'metrics.md'), 'utf8');
 /** Names documented as metrics: the first cell of a table row, in backticks. */
@@ -17,25 +18,7 @@ beforeAll(async () => {
   const t = runtime.telemetry;
   t.setPackIds(['starter']);
   // Something in every family, so every family the app can emit is on /metrics.
-  t.webhookRequest('accepted', 0.01);
-  t.signatureFailure('missing');
-  t.webhookItem('message', 'new');
-  t.handshake(true);
-  t.click('starter');
-  t.unlock('starter', 'started');
-  t.messageSent('starter');
-  t.messageStatus('read');
-  t.sendAttempt('retry', 'rate_limit');
-  t.graphRequest('timeout', 10);
-  t.deadLetter('webhook', 'invalid_request');
-  t.possibleDuplicate();
-  t.clickToSent(1);
-  t.clickToDelivered(10);
-  t.databaseWritable(true);
-  t.commitBatch(1);
-  t.exportFailure('metrics');
-  t.observeQueue(() => ({ depth: 0, oldestAgeSeconds: 0 }));
-  t.observeWebSocketClients(() => 0);
+  recordOneOfEverything(t);
   server = await startMetricsServer({ port: 0, host: '127.0.0.1', appMetricsText: () => runtime.appMetricsText() });
 });
 

@@ -3,6 +3,7 @@ import { batchObserver, ingestObserver, webhookObserver } from '../src/telemetry
 import { BUCKETS, type Telemetry } from '../src/telemetry/metrics';
 import { startMetricsServer, type MetricsServer } from '../src/telemetry/metrics-server';
 import { startTelemetry, type TelemetryRuntime } from '../src/telemetry/sdk';
+import { recordOneOfEverything } from './helpers/telemetry';
 import { parseExposition, promtoolCheckMetrics, PROMTOOL_BIN, sampleValue, toolAvailable, type Exposition } from './helpers/prometheus';
 
 /** The metrics contract (shared with dashboards and alert rules): Prometheus name → type. */
@@ -39,28 +40,6 @@ async function scrape(): Promise<Exposition> {
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toContain('text/plain; version=0.0.4');
   return parseExposition(await res.text());
-}
-
-function recordOneOfEverything(t: Telemetry): void {
-  t.webhookRequest('accepted', 0.004);
-  t.signatureFailure('mismatch');
-  t.webhookItem('message', 'new');
-  t.handshake(true);
-  t.click('starter');
-  t.unlock('starter', 'started');
-  t.messageSent('starter');
-  t.messageStatus('delivered');
-  t.sendAttempt('accepted', 'none');
-  t.graphRequest('ok', 0.12);
-  t.deadLetter('send', 'recipient');
-  t.possibleDuplicate();
-  t.clickToSent(0.8);
-  t.clickToDelivered(3.5);
-  t.databaseWritable(true);
-  t.commitBatch(7);
-  t.exportFailure('traces');
-  t.observeQueue(() => ({ depth: 4, oldestAgeSeconds: 12.5 }));
-  t.observeWebSocketClients(() => 2);
 }
 
 beforeAll(async () => {

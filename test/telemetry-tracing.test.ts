@@ -30,8 +30,9 @@ import {
   webhookServerSpan,
   withSpan,
 } from '../src/telemetry/tracing';
-import { parseExposition, freePort, sampleValue } from './helpers/prometheus';
+import { parseExposition, sampleValue } from './helpers/prometheus';
 import { startOtlpReceiver, type CollectedSpan, type OtlpReceiver } from './helpers/otlp-receiver';
+import { freePort } from './helpers/webhook';
 
 const KIND = { internal: 1, server: 2, client: 3 };
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/;

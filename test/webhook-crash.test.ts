@@ -5,10 +5,9 @@
  * Needs the build (`npm test` builds first; or run `npm run build`).
  */
 import Database from 'better-sqlite3';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, MESSAGE_EVENT_TYPES, makeTempDir, postSigned, REPO_ROOT, seededRandom, startCli, TEST_SECRET, TEST_VERIFY_TOKEN, type CliProcess } from './helpers/webhook';
+import { killAll, requireBuild, startService } from './helpers/cli';
+import { MESSAGE_EVENT_TYPES, makeTempDir, postSigned, seededRandom, TEST_SECRET, type CliProcess } from './helpers/webhook';
 
 const CYCLES = 8;
 const TOTAL_BUDGET_MS = 35_000;
@@ -18,38 +17,13 @@ const SEED = Number(process.env.CRASH_SEED ?? Date.now() % 1_000_000);
 const dir = makeTempDir('ctu-crash-');
 const children: CliProcess[] = [];
 afterAll(() => {
-  for (const cli of children) if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
+  killAll(children);
   dir.remove();
 });
 
-async function cliEnv(): Promise<Record<string, string>> {
-  return {
-    DATABASE_PATH: dir.dbPath,
-    META_APP_SECRET: TEST_SECRET,
-    META_VERIFY_TOKEN: TEST_VERIFY_TOKEN,
-    HOST: '127.0.0.1',
-    WEBHOOK_PORT: String(await freePort()),
-    WS_PORT: String(await freePort()),
-    API_PORT: String(await freePort()),
-    METRICS_PORT: String(await freePort()),
-    LOG_LEVEL: 'info',
-  };
-}
-
-/** Starts the CLI on fresh free ports; retries when a port was taken between probe and bind. */
+/** `ctu start` on fresh free ports; retention stays off, no pass could start in a run this short anyway. */
 async function startOnFreePorts(): Promise<CliProcess> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const cli = await startCli(await cliEnv());
-      children.push(cli);
-      return cli;
-    } catch (error) {
-      lastError = error;
-      if (!String(error).includes('EADDRINUSE')) break;
-    }
-  }
-  throw lastError;
+  return (await startService(dir.dbPath, {}, children)).cli;
 }
 
 type Event = { key: string; kind: 'message' | 'status'; body: string };
@@ -65,9 +39,7 @@ function eventNumber(n: number): Event {
 
 describe('crash safety of the compiled service', () => {
   it('when the service is SIGKILLed repeatedly under load, then every acknowledged event survives and the database is intact', async () => {
-    if (!existsSync(join(REPO_ROOT, 'dist', 'src', 'cli.js'))) {
-      throw new Error('dist/src/cli.js is missing: run `npm run build` first (`npm test` does)');
-    }
+    requireBuild();
     const random = seededRandom(SEED);
     const started = Date.now();
     const acked: Event[] = [];

@@ -4,7 +4,7 @@
  * concurrently. Exactly one row and one event per distinct item must remain.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MESSAGE_EVENT_TYPES, postSigned, runConcurrently, seededRandom, startTestService, type TestService } from './helpers/webhook';
+import { MESSAGE_EVENT_TYPES, metaCallback, postSigned, runConcurrently, seededRandom, startTestService, type TestService } from './helpers/webhook';
 
 const DISTINCT_MESSAGES = 600;
 const DISTINCT_STATUS_WAMIDS = 200; // two statuses each: 400 distinct (wamid, status)
@@ -17,25 +17,7 @@ type Item = { kind: 'message'; json: object } | { kind: 'status'; json: object }
 function envelope(items: readonly Item[]): string {
   const messages = items.filter((i) => i.kind === 'message').map((i) => i.json);
   const statuses = items.filter((i) => i.kind === 'status').map((i) => i.json);
-  return JSON.stringify({
-    object: 'whatsapp_business_account',
-    entry: [
-      {
-        id: '102290129340398',
-        changes: [
-          {
-            field: 'messages',
-            value: {
-              messaging_product: 'whatsapp',
-              metadata: { display_phone_number: '15550783881', phone_number_id: '106540352242922' },
-              ...(messages.length > 0 ? { messages } : {}),
-              ...(statuses.length > 0 ? { statuses } : {}),
-            },
-          },
-        ],
-      },
-    ],
-  });
+  return JSON.stringify(metaCallback({ ...(messages.length > 0 ? { messages } : {}), ...(statuses.length > 0 ? { statuses } : {}) }));
 }
 
 let svc: TestService;

@@ -9,11 +9,11 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { Express } from 'express';
 import type { WebSocketServer } from 'ws';
 import type { Config } from '../config';
+import { closeServer, listen } from '../http-listen';
 import type { Logger } from '../log';
 import type { Db } from '../store/database';
 import { createFeedStore } from '../store/feed-store';
@@ -58,6 +58,8 @@ export interface Feed {
 }
 
 export const DEFAULT_POLL_MS = 50;
+/** A feed client's request or socket may hold close() this long at most. */
+const CLOSE_GRACE_MS = 5_000;
 
 export function createFeed(options: FeedOptions): Feed {
   const clock = options.clock ?? Date.now;
@@ -93,8 +95,8 @@ export function createFeed(options: FeedOptions): Feed {
     wsServer: ws.server,
     async listen() {
       const { host, ports } = options.config;
-      const apiPort = await listenOn(apiServer, ports.api, host);
-      const wsPort = await listenOn(ws.server, ports.ws, host);
+      const apiPort = await listen(apiServer, ports.api, host);
+      const wsPort = await listen(ws.server, ports.ws, host);
       tail.start();
       return { api: apiPort, ws: wsPort };
     },
@@ -104,35 +106,11 @@ export function createFeed(options: FeedOptions): Feed {
       closed ??= (async () => {
         tail.stop();
         ws.closeClients();
-        await Promise.all([closeQuietly(apiServer), closeQuietly(ws.server)]);
+        await Promise.all([closeServer(apiServer, CLOSE_GRACE_MS), closeServer(ws.server, CLOSE_GRACE_MS)]);
       })();
       return closed;
     },
   };
-}
-
-function listenOn(server: Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
-
-/** Stops accepting and lets in-flight requests finish (a few seconds at most). */
-function closeQuietly(server: Server, graceMs = 5_000): Promise<void> {
-  if (!server.listening) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => server.closeAllConnections(), graceMs);
-    force.unref();
-    server.close(() => {
-      clearTimeout(force);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
 }
 
 /** The version in package.json, found from src/feed or dist/src/feed. */

@@ -44,6 +44,7 @@ export interface ControlTarget {
   statusBehaviour(): StatusBehaviour;
   setWebhook(url: string, appSecret?: string): void;
   sendsTo(contact: string): SimSend[];
+  /** Every accepted send, in arrival order (a live array). */
   readonly sends: readonly SimSend[];
   stats(): unknown;
   reset(): void;

@@ -6,13 +6,14 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { handleControl } from './control';
+import { closeServer, listen } from '../http-listen';
+import { handleControl, type ControlTarget } from './control';
 import { FaultState, type FaultSettings } from './faults';
 import { createWamidSource, handleGraphRequest, OpenAnswers, send, type SendCounters } from './graph-api';
 import { graphErrorAnswer } from './graph-errors';
 import { SIMULATOR_ACCESS_TOKEN, SIMULATOR_APP_SECRET, SIMULATOR_DISPLAY_PHONE_NUMBER, SIMULATOR_PHONE_NUMBER_ID, SIMULATOR_WABA_ID } from './identity';
 import { createRandom } from './prng';
-import { SendLog, type SimRejection, type SimSend, type SimStatusDelivery } from './send-log';
+import { SendLog, type SimRejection, type SimStatusDelivery } from './send-log';
 import {
   DEFAULT_STATUS_BEHAVIOUR,
   DEFAULT_WEBHOOK_DELIVERY,
@@ -46,7 +47,8 @@ export interface SimStats extends Readonly<SendCounters> {
   readonly statuses: Readonly<StatusCounters> & { readonly pending: number };
 }
 
-export interface Simulator {
+/** The /_sim control routes' operations (ControlTarget) plus what tests and benchmarks read directly. */
+export interface Simulator extends ControlTarget {
   /** Graph base URL, e.g. http://127.0.0.1:40123 — what META_GRAPH_URL should be. */
   readonly url: string;
   readonly port: number;
@@ -54,8 +56,6 @@ export interface Simulator {
   readonly phoneNumberId: string;
   readonly wabaId: string;
   readonly displayPhoneNumber: string;
-  /** Every accepted send, in arrival order (a live array). */
-  readonly sends: readonly SimSend[];
   /** Every request not accepted: auth, validation, path, fault (status 0 = hung, never answered). */
   readonly rejections: readonly SimRejection[];
   /** Every status callback our webhook answered 200 to. */
@@ -63,18 +63,10 @@ export interface Simulator {
   /** Accepted sends whose callbackData had already been accepted before. */
   readonly duplicateSends: number;
   messagesUrl(version?: string): string;
-  sendsTo(contact: string): SimSend[];
   waitFor<T>(check: () => T | undefined | null | false, timeoutMs?: number): Promise<T>;
   /** Resolves when no status callback is pending (delivered or given up). */
   idle(timeoutMs?: number): Promise<void>;
-  setFaults(settings: FaultSettings): void;
-  updateFaults(patch: Record<string, unknown>): void;
-  faults(): FaultSettings;
-  configureStatuses(patch: Partial<StatusBehaviour>): StatusBehaviour;
-  statusBehaviour(): StatusBehaviour;
-  setWebhook(url: string, appSecret?: string): void;
   stats(): SimStats;
-  reset(): void;
   close(): Promise<void>;
 }
 
@@ -140,13 +132,13 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       for (const key of Object.keys(webhooks.counters) as Array<keyof StatusCounters>) webhooks.counters[key] = 0;
     },
     close: () => {
-      closing ??= new Promise<void>((resolve) => {
+      if (closing === undefined) {
         webhooks.close();
         answers.close();
         log.closeWaiters();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+        // Held answers were just ended: nothing in flight is worth waiting for.
+        closing = closeServer(server, 0);
+      }
       return closing;
     },
   };
@@ -160,13 +152,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   });
   server.keepAliveTimeout = 65_000;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, options.port ?? 0, options.host ?? '127.0.0.1');
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   Object.assign(sim, { url: `http://${host}:${address.port}`, port: address.port });

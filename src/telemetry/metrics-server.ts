@@ -5,8 +5,8 @@
  * prom-client (its own registry, never the global one, so two servers in one process never clash).
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { closeServer, listen } from '../http-listen';
 
 export const METRICS_PATH = '/metrics';
 const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -61,24 +61,17 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   });
   server.keepAliveTimeout = 65_000; // Prometheus reuses its scrape connection
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
+  const port = await listen(server, options.port, options.host);
   const shownHost = options.host === '0.0.0.0' || options.host === '::' ? '127.0.0.1' : options.host;
   return {
     server,
     port,
     url: `http://${shownHost}:${port}${METRICS_PATH}`,
     scrape,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-        registry.clear();
-      }),
+    close: () => {
+      registry.clear();
+      // A scrape is cheap to lose: no grace, Prometheus simply scrapes again.
+      return closeServer(server, 0);
+    },
   };
 }

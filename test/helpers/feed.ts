@@ -15,10 +15,10 @@ import { openDatabase, type Db } from '../../src/store/database';
 import { createRollupStore } from '../../src/store/rollup-store';
 import { createWebhookStore } from '../../src/store/webhook-store';
 import { createApiKey } from '../../src/store/key-store';
-import { makeTempDir, type TempDir } from './webhook';
+import { makeTempDir, metaCallback, TEST_PHONE_NUMBER_ID, type TempDir } from './webhook';
 
 export const DASHBOARD_ORIGIN = 'http://dashboard.test:8080';
-export const PHONE_NUMBER_ID = '106540352242922';
+export const PHONE_NUMBER_ID = TEST_PHONE_NUMBER_ID;
 
 export interface FeedFixture {
   readonly dir: TempDir;
@@ -79,22 +79,15 @@ export async function startFeedFixture(options: Partial<Omit<FeedOptions, 'db' |
   };
 }
 
-function envelope(value: Record<string, unknown>): unknown {
-  return {
-    object: 'whatsapp_business_account',
-    entry: [{ id: '102290129340398', changes: [{ field: 'messages', value: { messaging_product: 'whatsapp', metadata: { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID }, ...value } }] }],
-  };
-}
-
 export function textMessage(contact: string, wamid: string, body: string, atMs: number): unknown {
-  return envelope({
+  return metaCallback({
     contacts: [{ profile: { name: 'Test' }, wa_id: contact }],
     messages: [{ from: contact, id: wamid, timestamp: String(Math.floor(atMs / 1000)), type: 'text', text: { body } }],
   });
 }
 
 export function statusUpdate(contact: string, wamid: string, status: string, atMs: number): unknown {
-  return envelope({ statuses: [{ id: wamid, status, timestamp: String(Math.floor(atMs / 1000)), recipient_id: contact }] });
+  return metaCallback({ statuses: [{ id: wamid, status, timestamp: String(Math.floor(atMs / 1000)), recipient_id: contact }] });
 }
 
 export interface SeededUnlock {

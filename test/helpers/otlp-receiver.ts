@@ -4,7 +4,7 @@
  * the spans, flattened with their resource. Protobuf bodies are answered 415.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeServer, listen } from '../../src/http-listen';
 
 export type AttrValue = string | number | boolean | null | AttrValue[];
 
@@ -85,7 +85,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
     });
   });
-  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)));
+  const port = await listen(server, 0, '127.0.0.1');
   return {
     url: `http://127.0.0.1:${port}`,
     spans,
@@ -98,11 +98,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       }
       return spans;
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server, 0),
   };
 }
 

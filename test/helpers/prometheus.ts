@@ -5,9 +5,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './webhook';
 
 export const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? '/usr/bin/prometheus';
 export const PROMTOOL_BIN = process.env.PROMTOOL_BIN ?? (existsSync('/usr/bin/promtool') ? '/usr/bin/promtool' : 'promtool');
@@ -144,18 +144,6 @@ export interface RunningPrometheus {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startPrometheus(options: PrometheusOptions): Promise<RunningPrometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'ctu-prometheus-'));
   const interval = options.scrapeIntervalSeconds ?? 1;
@@ -172,9 +160,17 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Runni
     `      - targets: [${options.targets.map((t) => JSON.stringify(t)).join(', ')}]`,
     '',
   ].join('\n');
-  const configFile = join(dir, 'prometheus.yml');
-  writeFileSync(configFile, config);
+  writeFileSync(join(dir, 'prometheus.yml'), config);
+  return startPrometheusIn(dir, options.readyTimeoutMs);
+}
 
+/**
+ * Prometheus on `dir/prometheus.yml` (rule files may sit beside it), its TSDB in `dir/data`.
+ * The directory is the caller's to fill and Prometheus's to keep: stop() removes it, and so does
+ * a failed start.
+ */
+export async function startPrometheusIn(dir: string, readyTimeoutMs = 20_000): Promise<RunningPrometheus> {
+  const configFile = join(dir, 'prometheus.yml');
   let lastError: unknown;
   // The free port can be taken between probing and binding; try a few.
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -196,7 +192,7 @@ export async function startPrometheus(options: PrometheusOptions): Promise<Runni
     });
     const url = `http://127.0.0.1:${port}`;
     try {
-      await waitReady(child, url, options.readyTimeoutMs ?? 20_000, () => stderr);
+      await waitReady(child, url, readyTimeoutMs, () => stderr);
       return running(child, url, dir);
     } catch (error) {
       lastError = error;

@@ -14,12 +14,15 @@ import type { Db } from '../../src/store/database';
 import { createLogger } from '../../src/log';
 import { startService, type RunningService } from '../../src/service';
 import { signBody } from '../../src/signature';
+import { createRandom, type Random } from '../../src/simulator/prng';
 
 export const TEST_SECRET = 'test-app-secret';
 export const TEST_PREVIOUS_SECRET = 'test-previous-app-secret';
 export const TEST_VERIFY_TOKEN = 'test-verify-token';
 export const REPO_ROOT = resolve(__dirname, '..', '..');
 export const FIXTURES_DIR = join(REPO_ROOT, 'test', 'fixtures', 'meta');
+/** The business number of the fixtures (test/fixtures/meta) and of every callback built below. */
+export const TEST_PHONE_NUMBER_ID = '106540352242922';
 
 export interface TempDir {
   readonly path: string;
@@ -136,6 +139,19 @@ export function postSigned(url: string, body: Buffer | string, secret = TEST_SEC
 }
 
 /** The raw bytes of a fixture in test/fixtures/meta (signatures are over these bytes). */
+/** A Meta callback with one `messages` change: `value` (messages, statuses, contacts) beside the test number's metadata. */
+export function metaCallback(value: Record<string, unknown>): { object: string; entry: unknown[] } {
+  return {
+    object: 'whatsapp_business_account',
+    entry: [
+      {
+        id: '102290129340398',
+        changes: [{ field: 'messages', value: { messaging_product: 'whatsapp', metadata: { display_phone_number: '15550783881', phone_number_id: TEST_PHONE_NUMBER_ID }, ...value } }],
+      },
+    ],
+  };
+}
+
 export function fixtureBytes(name: string): Buffer {
   return readFileSync(join(FIXTURES_DIR, `${name}.json`));
 }
@@ -170,16 +186,9 @@ export async function runConcurrently<T>(tasks: ReadonlyArray<() => Promise<T>>,
   return results;
 }
 
-/** A small deterministic PRNG (mulberry32) in [0, 1), so a failing random test can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
+/** The simulator's seedable PRNG (mulberry32) in [0, 1), so a failing random test can be replayed from its seed. */
+export function seededRandom(seed: number): Random {
+  return createRandom(seed);
 }
 
 /** A TCP port that was free a moment ago (listen on 0, read it, close). */
@@ -205,20 +214,25 @@ export interface CliProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/**
- * Starts the compiled CLI (`node bin/ctu.cjs start`; run `npm run build` first) with exactly
- * `env` on top of PATH/HOME, and waits for its "started" log line.
- */
-export function startCli(env: Record<string, string | undefined>, readyTimeoutMs = 15_000): Promise<CliProcess> {
+/** Exactly `env` on top of PATH/HOME/TMPDIR/LANG: nothing else of the test's environment leaks into the CLI. */
+export function cliChildEnv(env: Record<string, string | undefined>): Record<string, string> {
   const childEnv: Record<string, string> = {};
   for (const key of ['PATH', 'HOME', 'TMPDIR', 'LANG']) {
     const value = process.env[key];
     if (value !== undefined) childEnv[key] = value;
   }
   for (const [key, value] of Object.entries(env)) if (value !== undefined) childEnv[key] = value;
+  return childEnv;
+}
+
+/**
+ * Starts the compiled CLI (`node bin/ctu.cjs start`; run `npm run build` first) with exactly
+ * `env` on top of PATH/HOME, and waits for its "started" log line.
+ */
+export function startCli(env: Record<string, string | undefined>, readyTimeoutMs = 15_000): Promise<CliProcess> {
   const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'ctu.cjs'), 'start'], {
     cwd: REPO_ROOT,
-    env: childEnv,
+    env: cliChildEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
