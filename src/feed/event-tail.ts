@@ -33,6 +33,8 @@ export class EventTail {
     private readonly deliver: (events: readonly WireEvent[]) => void,
     private readonly log: Logger,
     private readonly pollMs = 50,
+    /** Whether any client is live; without one, the tail only moves its head (no reads on the webhook's path). */
+    private readonly wanted: () => boolean = () => true,
   ) {
     this.last = store.headSeq();
   }
@@ -64,6 +66,12 @@ export class EventTail {
 
   poll(): void {
     try {
+      if (!this.wanted()) {
+        // Nobody to deliver to: clients that connect later start from (or replay up to) this head.
+        this.last = this.store.headSeq();
+        this.failures = 0;
+        return;
+      }
       for (let page = 0; page < MAX_PAGES_PER_POLL; page++) {
         const { events } = this.store.events(this.last, Number.MAX_SAFE_INTEGER, undefined, PAGE);
         const newest = events[events.length - 1];

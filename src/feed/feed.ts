@@ -84,9 +84,11 @@ export function createFeed(options: FeedOptions): Feed {
   apiServer.headersTimeout = 10_000;
   apiServer.requestTimeout = 15_000;
   let deliver: (events: readonly WireEvent[]) => void = () => undefined;
-  const tail = new EventTail(store, (events) => deliver(events), options.log, options.pollMs ?? DEFAULT_POLL_MS);
+  let anyLive: () => boolean = () => true;
+  const tail = new EventTail(store, (events) => deliver(events), options.log, options.pollMs ?? DEFAULT_POLL_MS, () => anyLive());
   const ws = createWsServer({ store, keys, tickets, tail, origins, log: options.log, clock, policy: { ...DEFAULT_WS_POLICY, ...options.ws } });
   deliver = ws.dispatch;
+  anyLive = ws.hasLiveClients;
 
   let closed: Promise<void> | undefined;
   return {

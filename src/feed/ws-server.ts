@@ -148,6 +148,11 @@ export function createWsServer(deps: WsDeps) {
     setImmediate(() => replay(client));
   }
 
+  function hasLiveClients(): boolean {
+    for (const client of clients) if (client.live) return true;
+    return false;
+  }
+
   function dispatch(events: readonly WireEvent[]): void {
     const last = events[events.length - 1];
     if (last === undefined) return;
@@ -222,6 +227,7 @@ export function createWsServer(deps: WsDeps) {
     server,
     wss,
     dispatch,
+    hasLiveClients,
     clients: (): number => clients.size,
     /** Stops the timers and closes every client with 1001 (going away). */
     closeClients(): void {
