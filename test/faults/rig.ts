@@ -4,7 +4,7 @@
  * Meta stand-in that POSTs signed taps and redelivers each one until it gets a 200, as Meta
  * does. Plus /proc readers for the soak. Loopback only; every wait is bounded.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../../src/simulator';
 import { simEnv, sleep, writeCatalogFile, type PackSpec } from '../helpers/delivery';
@@ -219,11 +219,30 @@ export function percentile(values: readonly number[], q: number): number {
 export interface ProcessSample {
   readonly at: number;
   readonly rssBytes: number;
+  /** Descriptors that are not sockets: files, pipes, event fds. A leak shows here. */
   readonly openFiles: number;
+  /** Sockets: these follow the load (keep-alive connections of the clients), not a leak. */
+  readonly sockets: number;
   readonly walBytes: number;
 }
 
 /** RSS (VmRSS in /proc/<pid>/status), open descriptors (/proc/<pid>/fd) and the WAL file's size. */
+function descriptors(pid: number): { files: number; sockets: number } {
+  let files = 0;
+  let sockets = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = '';
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed between the listing and the look
+    }
+    if (target.startsWith('socket:')) sockets++;
+    else files++;
+  }
+  return { files, sockets };
+}
+
 export function sampleProcess(pid: number, dbPath: string): ProcessSample {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
@@ -234,7 +253,8 @@ export function sampleProcess(pid: number, dbPath: string): ProcessSample {
   } catch {
     // no WAL file at this instant (checkpointed and removed): zero bytes
   }
-  return { at: Date.now(), rssBytes: Number(kib) * 1024, openFiles: readdirSync(`/proc/${pid}/fd`).length, walBytes };
+  const fds = descriptors(pid);
+  return { at: Date.now(), rssBytes: Number(kib) * 1024, openFiles: fds.files, sockets: fds.sockets, walBytes };
 }
 
 /** /proc exists (Linux): the soak cannot measure anything without it. */

@@ -10,7 +10,7 @@ import { WRITER_AUTOCHECKPOINT_PAGES } from '../../src/store/checkpointer';
 import { sleep, triggerOf } from '../helpers/delivery';
 import { TEST_SECRET } from '../helpers/webhook';
 import { checkHistory, openOutboxRows } from './history';
-import { envNumber, hasProc, MB, MetaRedelivery, pace, percentile, report, sampleProcess, startRig, type ProcessSample } from './rig';
+import { envNumber, hasProc, listenerUrl, MB, MetaRedelivery, pace, percentile, report, sampleProcess, startRig, type ProcessSample } from './rig';
 
 export interface SoakParams {
   readonly durationMs: number;
@@ -25,11 +25,12 @@ export const SOAK_SHORT: SoakParams = { durationMs: 45_000, tapsPerSecond: 50, s
 export const SOAK_LONG: SoakParams = { durationMs: envNumber('FAULTS_SOAK_MINUTES', 30) * 60_000, tapsPerSecond: 200, sampleEveryMs: 5_000, warmupMs: 2 * 60_000, p99SlackMs: 5 };
 
 /**
- * Tolerances. "Flat" means: RSS median of the last third within 20% (+16 MB for allocator
- * noise) of the first third's; open files at most 4 more; the WAL's peak in the last third at
- * most 1.5× (+4 MB) the first third's, or within the writer's auto-checkpoint threshold (a
- * sawtooth that restarts there is bounded by design, and a short run may see only its first
- * rise); p99 within 20%, plus a few ms (`p99SlackMs`: 5 long, 25 short) because a
+ * Tolerances. "Flat" means: RSS median of the last third within 20% (+16 MB for allocator noise)
+ * of the first third's; open descriptors other than sockets at most 4 more (sockets follow the
+ * clients' keep-alive connections, so they are reported, not compared); the WAL's peak in the
+ * last third at most 1.5× (+4 MB) the first third's, or within the writer's auto-checkpoint
+ * threshold (a sawtooth that restarts there is bounded by design, and a short run may see only
+ * its first rise); p99 within 20%, plus a few ms (`p99SlackMs`: 5 long, 25 short) because a
  * millisecond-scale p99 on a shared machine jitters by more than 20% on its own.
  */
 const SQLITE_PAGE_BYTES = 4096; // SQLite's default page size, which the schema keeps
@@ -78,10 +79,18 @@ export async function soakScenario(p: SoakParams): Promise<void> {
       contacts.length,
     );
     const samples: ProcessSample[] = [];
+    // The service's own ack histogram at the edges of the compared thirds: tells a slower
+    // service from a slower client (this process also runs the simulator).
+    const metricsUrl = listenerUrl(cli, 'metrics');
+    const third0 = (p.durationMs - p.warmupMs) / 3;
+    const edges = [0, 1, 2, 3].map((k) => started + p.warmupMs + k * third0);
+    const scrapes: Array<Map<number, number>> = [];
     while (Date.now() - started < p.durationMs) {
       await sleep(p.sampleEveryMs);
       samples.push(sampleProcess(pid, rig.dir.dbPath));
+      while (scrapes.length < 3 && Date.now() >= (edges[scrapes.length] as number)) scrapes.push(await ackHistogram(metricsUrl));
     }
+    scrapes.push(await ackHistogram(metricsUrl));
     abort.abort();
     const taps = await tapping;
     await meta.drain(30_000);
@@ -106,6 +115,13 @@ export async function soakScenario(p: SoakParams): Promise<void> {
       walMB: { first: max(firstSamples.map((s) => s.walBytes)) / MB, last: max(lastSamples.map((s) => s.walBytes)) / MB },
       p99Ms: { first: firstP99, last: lastP99 },
     };
+    // Per tenth of the run: the shape of any drift (a step, a slope, one bad patch).
+    const tenth = p.durationMs / 10;
+    const series = Array.from({ length: 10 }, (_, i) => {
+      const inWindow = (t: number): boolean => t >= started + i * tenth && t < started + (i + 1) * tenth;
+      const rss = samples.filter((s) => inWindow(s.at)).map((s) => s.rssBytes);
+      return { p99Ms: r1(percentile(ok200.filter((l) => inWindow(l.at)).map((l) => l.ms), 0.99)), rssMB: r1(median(rss) / MB) };
+    });
     const history = checkHistory({ dbPath: rig.dir.dbPath, pack: PACK, acknowledged: meta.acked.keys(), sends: rig.sim.sends, simDuplicateSends: rig.sim.duplicateSends });
     report('soak', {
       minutes: p.durationMs / 60_000,
@@ -115,9 +131,13 @@ export async function soakScenario(p: SoakParams): Promise<void> {
       samples: samples.length,
       rssMB: { first: r1(figures.rssMB.first), last: r1(figures.rssMB.last), peak: r1(max(samples.map((s) => s.rssBytes)) / MB) },
       openFiles: figures.openFiles,
+      socketsMax: { first: max(firstSamples.map((s) => s.sockets)), last: max(lastSamples.map((s) => s.sockets)) },
       walMB: { first: r1(figures.walMB.first), last: r1(figures.walMB.last) },
       webhookP99Ms: { first: r1(firstP99), last: r1(lastP99), driftPercent: r1(((lastP99 - firstP99) / firstP99) * 100) },
       non200Posts: meta.latencies.length - ok200.length,
+      serviceAckP99MsBucket: scrapes.length === 4 ? { first: bucketP99Ms(scrapes[0] as Map<number, number>, scrapes[1] as Map<number, number>), last: bucketP99Ms(scrapes[2] as Map<number, number>, scrapes[3] as Map<number, number>) } : 'not scraped',
+      p99MsByTenth: series.map((x) => x.p99Ms),
+      rssMBByTenth: series.map((x) => x.rssMB),
       unlocks: history.unlocks,
       sends: history.sends,
     });
@@ -138,3 +158,27 @@ export async function soakScenario(p: SoakParams): Promise<void> {
 }
 
 const r1 = (n: number): number => Math.round(n * 10) / 10;
+
+const ACK_BUCKET = /^unlock_webhook_ack_duration_seconds_bucket\{(.*)\} (\d+(?:\.\d+)?)$/m;
+
+/** Cumulative counts per `le` of the service's own webhook ack histogram, summed over results. */
+async function ackHistogram(metricsUrl: string): Promise<Map<number, number>> {
+  const text = await (await fetch(metricsUrl)).text();
+  const buckets = new Map<number, number>();
+  for (const line of text.split('\n')) {
+    const m = ACK_BUCKET.exec(line);
+    const le = m?.[1] === undefined ? undefined : /le="([^"]+)"/.exec(m[1])?.[1];
+    if (m === null || le === undefined) continue;
+    const bound = le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le);
+    buckets.set(bound, (buckets.get(bound) ?? 0) + Number(m[2]));
+  }
+  return buckets;
+}
+
+/** The service-side p99 between two scrapes, as the upper bound of the bucket that holds it (ms). */
+function bucketP99Ms(from: Map<number, number>, to: Map<number, number>): number {
+  const bounds = [...to.keys()].sort((a, b) => a - b);
+  const total = (to.get(Number.POSITIVE_INFINITY) ?? 0) - (from.get(Number.POSITIVE_INFINITY) ?? 0);
+  for (const bound of bounds) if ((to.get(bound) ?? 0) - (from.get(bound) ?? 0) >= 0.99 * total) return bound * 1000;
+  return Number.NaN;
+}
