@@ -69,6 +69,8 @@ export class Sender {
   private loopDone: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
   private lastHousekeeping = 0;
+  /** A send failed in a retryable way since the last success (Graph API down or throttling). */
+  private outageSuspected = false;
 
   constructor(private readonly deps: SenderDeps) {
     const leaseMs = deps.graph.totalTimeoutMs !== undefined ? deps.graph.totalTimeoutMs + LEASE_MARGIN_MS : DEFAULT_SENDER_SETTINGS.leaseMs;
@@ -211,15 +213,24 @@ export class Sender {
         switch (result.kind) {
           case 'accepted':
             if (outbox.accepted(row, result.wamid, now, span?.traceparent ?? null)) observer?.sendAttempt?.('accepted', 'none');
+            if (this.outageSuspected) {
+              // Graph API answers again: retries still waiting out their backoff become due now;
+              // the limiter paces them, so the backlog drains at the configured rate.
+              this.outageSuspected = false;
+              const pulled = this.deps.store.pullRetriesForward(now);
+              if (pulled > 0) this.deps.log.info({ pulled }, 'Graph API recovered: backed-off retries are due now');
+            }
             return;
           case 'error': {
             const how = classifyGraphError(result.error?.code, result.httpStatus);
+            if (how.disposition === 'retry') this.outageSuspected = true;
             const detail = `${result.error?.code ?? `HTTP ${result.httpStatus}`}: ${result.error?.message ?? how.meaning}`;
             outbox.failed(row, how, detail, result.error?.code ?? null, parseRetryAfter(result.retryAfter, now), now);
             if (how.alert) this.deps.log.error({ code: result.error?.code, error_class: how.errorClass }, 'Graph API rejected our credentials');
             return;
           }
           case 'not_sent':
+            this.outageSuspected = true;
             outbox.failed(row, NETWORK_FAILURE, result.reason, null, undefined, now);
             return;
           case 'ambiguous':

@@ -146,6 +146,9 @@ export function createDeliveryStore(db: Db) {
     queue: db.prepare<[], { depth: number; oldest: number | null }>(
       `SELECT COUNT(*) AS depth, MIN(created_at) AS oldest FROM outbox WHERE state IN ('pending', 'sending', 'unknown')`,
     ),
+    pullForward: db.prepare<[number, number]>(
+      `UPDATE outbox SET run_at = ? WHERE state = 'pending' AND run_at > ? AND error_class IN ('server', 'network')`,
+    ),
     nextRunAt: db.prepare<[], { at: number | null }>(`SELECT MIN(run_at) AS at FROM outbox WHERE state IN ('pending', 'unknown')`),
   };
 
@@ -196,6 +199,8 @@ export function createDeliveryStore(db: Db) {
       const row = s.queue.get();
       return { depth: row?.depth ?? 0, oldestAgeMs: row?.oldest == null ? 0 : Math.max(0, now - row.oldest) };
     },
+    /** Retries backed off after server or network errors (an outage) become due now; returns how many. */
+    pullRetriesForward: (now: number): number => s.pullForward.run(now, now).changes,
     nextRunAt: (): number | undefined => s.nextRunAt.get()?.at ?? undefined,
   };
 }
