@@ -57,7 +57,9 @@ export interface Feed {
   close(): Promise<void>;
 }
 
-export const DEFAULT_POLL_MS = 50;
+// A feed in its own process learns of new events only by looking; 20 ms keeps commit → receipt p99 under 50 ms
+// for one indexed MAX(seq) or range read per tick.
+export const DEFAULT_POLL_MS = 20;
 /** A feed client's request or socket may hold close() this long at most. */
 const CLOSE_GRACE_MS = 5_000;
 
