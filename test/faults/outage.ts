@@ -8,11 +8,10 @@
  */
 import { expect } from 'vitest';
 import { BACKOFF_CAP_MS } from '../../src/graph-errors';
-import { buildTapPayload, syntheticContacts } from '../../src/simulator';
+import { syntheticContacts } from '../../src/simulator';
 import { sleep, triggerOf } from '../helpers/delivery';
-import { TEST_SECRET } from '../helpers/webhook';
 import { checkHistory, openOutboxRows } from './history';
-import { envNumber, MetaRedelivery, pace, percentile, report, startRig } from './rig';
+import { envNumber, MetaRedelivery, tapStream, percentile, report, startRig } from './rig';
 
 export interface OutageParams {
   readonly outageMs: number;
@@ -62,16 +61,7 @@ export async function outageScenario(p: OutageParams): Promise<void> {
     meta.target = cli.url;
     const contacts = syntheticContacts(Math.ceil(((p.beforeMs + p.outageMs + p.afterMs) / 1000 + 5) * p.tapsPerSecond));
     const abort = new AbortController();
-    const tapping = pace(
-      p.tapsPerSecond,
-      abort.signal,
-      (i) => {
-        const contact = contacts[i] as string;
-        const payload = buildTapPayload({ contact, trigger: triggerOf(PACK.id), phoneNumberId: rig.sim.phoneNumberId }, TEST_SECRET);
-        meta.deliver({ contact, wamid: payload.wamid, body: payload.body, signature: payload.signature });
-      },
-      contacts.length,
-    );
+    const tapping = tapStream(meta, rig.sim.phoneNumberId, triggerOf(PACK.id), p.tapsPerSecond, abort.signal, contacts);
 
     await sleep(p.beforeMs);
     const outageFrom = Date.now();

@@ -6,7 +6,7 @@
  */
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { startSimulator, type Simulator, type SimulatorOptions } from '../../src/simulator';
+import { buildTapPayload, startSimulator, type Simulator, type SimulatorOptions } from '../../src/simulator';
 import { simEnv, sleep, writeCatalogFile, type PackSpec } from '../helpers/delivery';
 import { makeTempDir, startCli, TEST_SECRET, testEnv, type CliProcess, type TempDir } from '../helpers/webhook';
 
@@ -271,4 +271,21 @@ export const MB = 1024 * 1024;
 /** One line of figures on stdout, greppable as `faults:<scenario>` for docs/reliability.md. */
 export function report(scenario: string, figures: Record<string, unknown>): void {
   console.info(`faults:${scenario} ${JSON.stringify({ long: LONG, ...figures })}`);
+}
+
+/**
+ * One steady stream of signed Unlock taps (one new contact each) handed to the Meta stand-in,
+ * which redelivers each until it gets a 200. Resolves with the number launched.
+ */
+export function tapStream(meta: MetaRedelivery, phoneNumberId: string, trigger: string, ratePerSecond: number, signal: AbortSignal, contacts: readonly string[]): Promise<number> {
+  return pace(
+    ratePerSecond,
+    signal,
+    (i) => {
+      const contact = contacts[i] as string;
+      const payload = buildTapPayload({ contact, trigger, phoneNumberId }, TEST_SECRET);
+      meta.deliver({ contact, wamid: payload.wamid, body: payload.body, signature: payload.signature });
+    },
+    contacts.length,
+  );
 }

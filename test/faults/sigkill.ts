@@ -6,11 +6,11 @@
  * Meta, and duplicates only where an attempt was ambiguous (outbox.resent = 1), each counted.
  */
 import { expect } from 'vitest';
-import { buildTapPayload, syntheticContacts } from '../../src/simulator';
+import { syntheticContacts } from '../../src/simulator';
 import { sleep, triggerOf } from '../helpers/delivery';
-import { seededRandom, TEST_SECRET } from '../helpers/webhook';
+import { seededRandom } from '../helpers/webhook';
 import { checkHistory, openOutboxRows } from './history';
-import { envNumber, MetaRedelivery, pace, report, startRig } from './rig';
+import { envNumber, MetaRedelivery, tapStream, report, startRig } from './rig';
 
 export interface SigkillParams {
   readonly cycles: number;
@@ -52,16 +52,7 @@ export async function sigkillScenario(p: SigkillParams): Promise<void> {
     const contacts = syntheticContacts(Math.ceil((p.cycles + 2) * (p.upMs[1] / 1000 + 3) * p.tapsPerSecond));
     const abort = new AbortController();
     // One steady stream of taps across every kill and restart, as Meta's traffic would be.
-    const tapping = pace(
-      p.tapsPerSecond,
-      abort.signal,
-      (i) => {
-        const contact = contacts[i] as string;
-        const payload = buildTapPayload({ contact, trigger: triggerOf(PACK.id), phoneNumberId: rig.sim.phoneNumberId }, TEST_SECRET);
-        meta.deliver({ contact, wamid: payload.wamid, body: payload.body, signature: payload.signature });
-      },
-      contacts.length,
-    );
+    const tapping = tapStream(meta, rig.sim.phoneNumberId, triggerOf(PACK.id), p.tapsPerSecond, abort.signal, contacts);
     let kills = 0;
     let sendsAtKills = 0;
     for (let cycle = 0; cycle < p.cycles; cycle++) {

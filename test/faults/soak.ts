@@ -5,12 +5,11 @@
  * resources flat, webhook p99 drifting less than 20%. Everything tapped is delivered.
  */
 import { expect } from 'vitest';
-import { buildTapPayload, syntheticContacts } from '../../src/simulator';
+import { syntheticContacts } from '../../src/simulator';
 import { WRITER_AUTOCHECKPOINT_PAGES } from '../../src/store/checkpointer';
 import { sleep, triggerOf } from '../helpers/delivery';
-import { TEST_SECRET } from '../helpers/webhook';
 import { checkHistory, openOutboxRows } from './history';
-import { envNumber, hasProc, listenerUrl, MB, MetaRedelivery, pace, percentile, report, sampleProcess, startRig, type ProcessSample } from './rig';
+import { envNumber, hasProc, listenerUrl, MB, MetaRedelivery, tapStream, percentile, report, sampleProcess, startRig, type ProcessSample } from './rig';
 
 export interface SoakParams {
   readonly durationMs: number;
@@ -68,16 +67,7 @@ export async function soakScenario(p: SoakParams): Promise<void> {
     const contacts = syntheticContacts(Math.ceil((p.durationMs / 1000 + 2) * p.tapsPerSecond));
     const abort = new AbortController();
     const started = Date.now();
-    const tapping = pace(
-      p.tapsPerSecond,
-      abort.signal,
-      (i) => {
-        const contact = contacts[i] as string;
-        const payload = buildTapPayload({ contact, trigger: triggerOf(PACK.id), phoneNumberId: rig.sim.phoneNumberId }, TEST_SECRET);
-        meta.deliver({ contact, wamid: payload.wamid, body: payload.body, signature: payload.signature });
-      },
-      contacts.length,
-    );
+    const tapping = tapStream(meta, rig.sim.phoneNumberId, triggerOf(PACK.id), p.tapsPerSecond, abort.signal, contacts);
     const samples: ProcessSample[] = [];
     // The service's own ack histogram at the edges of the compared thirds: tells a slower
     // service from a slower client (this process also runs the simulator).
