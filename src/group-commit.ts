@@ -16,6 +16,14 @@ export class StorageUnavailableError extends Error {
   }
 }
 
+export type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: unknown };
+
+export interface BatchResult {
+  readonly committed: boolean;
+  readonly outcomes: readonly Outcome[];
+  readonly durationMs: number;
+}
+
 interface Job {
   readonly work: () => unknown;
   readonly resolve: (value: unknown) => void;
@@ -90,19 +98,42 @@ export class GroupCommitter {
   }
 
   private runBatch(batch: Job[]): void {
+    const result = this.execute(batch.map((job) => job.work));
+    let failed = 0;
+    batch.forEach((job, i) => {
+      const outcome = result.outcomes[i];
+      if (outcome?.ok === true) job.resolve(outcome.value);
+      else {
+        failed++;
+        job.reject(outcome?.error);
+      }
+    });
+    for (const observer of this.observers) observer({ size: batch.length, failed, durationMs: result.durationMs, committed: result.committed });
+    if (result.committed) for (const listener of this.afterCommit) listener();
+  }
+
+  /**
+   * Runs `works` in one transaction, each in its own savepoint, and commits. Synchronous: the
+   * writer thread calls it directly. When the transaction cannot begin or commit, every
+   * outcome is a StorageUnavailableError and nothing was written.
+   */
+  execute(works: ReadonlyArray<() => unknown>): BatchResult {
     const started = performance.now();
-    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    const outcomes: Outcome[] = [];
+    const fail = (error: unknown): BatchResult => {
+      const unavailable = new StorageUnavailableError(error);
+      return { committed: false, outcomes: works.map(() => ({ ok: false, error: unavailable })), durationMs: performance.now() - started };
+    };
     try {
       this.begin.run();
     } catch (error) {
-      this.settleAll(batch, new StorageUnavailableError(error), started);
-      return;
+      return fail(error);
     }
     try {
-      for (const job of batch) {
+      for (const work of works) {
         this.savepoint.run();
         try {
-          const value = job.work();
+          const value = work();
           this.release.run();
           outcomes.push({ ok: true, value });
         } catch (error) {
@@ -121,24 +152,8 @@ export class GroupCommitter {
           // The connection already rolled back (SQLite does so itself on some I/O errors).
         }
       }
-      this.settleAll(batch, new StorageUnavailableError(error), started);
-      return;
+      return fail(error);
     }
-    let failed = 0;
-    batch.forEach((job, i) => {
-      const outcome = outcomes[i];
-      if (outcome?.ok === true) job.resolve(outcome.value);
-      else {
-        failed++;
-        job.reject(outcome?.error);
-      }
-    });
-    for (const observer of this.observers) observer({ size: batch.length, failed, durationMs: performance.now() - started, committed: true });
-    for (const listener of this.afterCommit) listener();
-  }
-
-  private settleAll(batch: Job[], error: unknown, started: number): void {
-    for (const job of batch) job.reject(error);
-    for (const observer of this.observers) observer({ size: batch.length, failed: batch.length, durationMs: performance.now() - started, committed: false });
+    return { committed: true, outcomes, durationMs: performance.now() - started };
   }
 }

@@ -61,7 +61,6 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
           sentAt: item.timestampMs,
           receivedAt: ctx.receivedAt,
           inboxId: ctx.inboxId,
-          body: JSON.stringify(item.raw),
         });
         if (!isNew) return 'duplicate';
         store.appendEvent({
@@ -91,7 +90,6 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
           errorCode,
           callbackData: item.callbackData ?? null,
           inboxId: ctx.inboxId,
-          body: JSON.stringify(item.raw),
         });
         if (!isNew) return 'duplicate';
         const rank = statusRank(item.status);
@@ -125,9 +123,17 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
     }
   }
 
-  /** Records one verified POST. Call inside a transaction (the group committer's). */
+  /**
+   * Records one verified POST. Call inside a transaction (the group committer's).
+   *
+   * Meta's retries are byte-identical, and most bodies hold only messages and statuses, whose
+   * UNIQUE keys already make a retry harmless: for those the inbox row is taken back when
+   * nothing in it was new, which leaves a retry no trace without a body-hash index (a random
+   * insert on every request). Bodies holding anything else (other fields, value errors,
+   * invalid items, bytes that are not JSON) have no such keys and are deduplicated by the
+   * SHA-256 of their bytes.
+   */
   function record(request: IngestRequest): IngestOutcome {
-    const bodySha256 = createHash('sha256').update(request.body).digest();
     let json: unknown;
     let unparseable = false;
     try {
@@ -136,8 +142,9 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
       unparseable = true;
     }
     const parsed = unparseable ? { object: undefined, items: [] } : parseWebhook(json);
+    const keyed = parsed.items.length > 0 && parsed.items.every((item) => item.kind === 'message' || item.kind === 'status');
     const inboxId = store.insertInbox({
-      bodySha256,
+      bodySha256: keyed ? null : createHash('sha256').update(request.body).digest(),
       receivedAt: request.receivedAt,
       secretIndex: request.secretIndex,
       itemCount: parsed.items.length,
@@ -154,6 +161,7 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
     let newMessages = 0;
     let newStatuses = 0;
     let deadLetters = 0;
+    const seen: Array<[WebhookItem['kind'], ItemResult]> = [];
     for (const item of parsed.items) {
       let result: ItemResult;
       try {
@@ -167,9 +175,12 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
       if (result === 'new' && item.kind === 'message') newMessages++;
       if (result === 'new' && item.kind === 'status') newStatuses++;
       if (result === 'dead_letter') deadLetters++;
-      observer.item?.(item.kind, result);
+      seen.push([item.kind, result]);
     }
-    return { duplicateBody: false, items: parsed.items.length, newMessages, newStatuses, deadLetters };
+    const duplicateBody = keyed && newMessages + newStatuses + deadLetters === 0;
+    if (duplicateBody) store.deleteInbox(inboxId);
+    for (const [kind, result] of seen) observer.item?.(kind, result);
+    return { duplicateBody, items: parsed.items.length, newMessages, newStatuses, deadLetters };
   }
 
   return { record };

@@ -214,3 +214,26 @@ const RANK: Readonly<Record<string, number>> = { sent: 1, failed: 2, delivered: 
 export function statusRank(status: string): number | undefined {
   return RANK[status];
 }
+
+/**
+ * The message object with this wamid in a raw webhook body (as the inbox keeps it), for the
+ * contact history; undefined when the body no longer holds it (cleared by retention).
+ */
+export function messageInBody(body: Buffer, wamid: string): Record<string, unknown> | undefined {
+  if (body.length === 0) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!isObject(json)) return undefined;
+  for (const entry of list(json.entry)) {
+    if (!isObject(entry)) continue;
+    for (const change of list(entry.changes)) {
+      if (!isObject(change) || !isObject(change.value)) continue;
+      for (const message of list(change.value.messages)) if (isObject(message) && message.id === wamid) return message;
+    }
+  }
+  return undefined;
+}

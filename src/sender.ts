@@ -3,18 +3,18 @@
  *   claim due rows with a lease (one transaction, one fsync for the batch)
  *   → take a token from the global limiter per send
  *   → POST to Graph API
- *   → record the outcome through the group committer (shares fsyncs with webhook traffic)
+ *   → record the outcome through the writer thread (shares fsyncs with webhook traffic)
  * Per contact only one row is ever due at a time (see the claim query), so message k+1 is not
  * sent before message k was accepted. Leases that expire (a crash mid-send) become `unknown`.
  */
-import type { GroupCommitter } from './group-commit';
 import type { GraphClient, SendResult } from './graph-client';
-import { AMBIGUOUS_TIMEOUT, classifyGraphError, NETWORK_FAILURE, parseRetryAfter } from './graph-errors';
+import { classifyGraphError } from './graph-errors';
 import type { TokenBucket } from './limiter';
 import type { Logger } from './log';
-import { callbackDataFor, type DeliveryObserver, type Outbox } from './outbox';
-import type { Db } from './store/database';
+import { callbackDataFor } from './outbox';
 import type { DeliveryStore, OutboxRow } from './store/delivery-store';
+import type { Writer } from './writer';
+import { drawJitter } from './writer-ops';
 
 export interface SenderSettings {
   readonly maxInFlight: number;
@@ -45,15 +45,16 @@ export interface SendTracer {
 }
 
 export interface SenderDeps {
-  readonly db: Db;
-  readonly store: DeliveryStore;
-  readonly outbox: Outbox;
-  readonly committer: GroupCommitter;
+  /** Reads only (when is the next row due); every write goes through the writer. */
+  readonly store: Pick<DeliveryStore, 'nextRunAt'>;
+  readonly writer: Writer;
   readonly graph: GraphClient;
   readonly limiter: TokenBucket;
   readonly log: Logger;
   readonly clock?: () => number;
-  readonly observer?: DeliveryObserver & { graphRequest?(outcome: 'ok' | 'error' | 'timeout', seconds: number): void };
+  /** Backoff jitter in [0, 1). */
+  readonly random?: () => number;
+  readonly observer?: { graphRequest?(outcome: 'ok' | 'error' | 'timeout', seconds: number): void };
   readonly tracer?: SendTracer;
   readonly settings?: Partial<SenderSettings>;
 }
@@ -61,9 +62,8 @@ export interface SenderDeps {
 export class Sender {
   private readonly settings: SenderSettings;
   private readonly clock: () => number;
+  private readonly random: () => number;
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly claim;
-  private readonly housekeep;
   private running = false;
   private stopping = false;
   private loopDone: Promise<void> | undefined;
@@ -76,8 +76,7 @@ export class Sender {
     const leaseMs = deps.graph.totalTimeoutMs !== undefined ? deps.graph.totalTimeoutMs + LEASE_MARGIN_MS : DEFAULT_SENDER_SETTINGS.leaseMs;
     this.settings = { ...DEFAULT_SENDER_SETTINGS, leaseMs, ...deps.settings };
     this.clock = deps.clock ?? Date.now;
-    this.claim = deps.db.transaction((now: number, limit: number) => deps.store.claimDue(now, limit, now + this.settings.leaseMs));
-    this.housekeep = deps.db.transaction((now: number) => deps.outbox.recoverLeases(now) + deps.outbox.resolveUnknowns(now));
+    this.random = deps.random ?? Math.random;
   }
 
   get inFlightCount(): number {
@@ -108,16 +107,13 @@ export class Sender {
     const deadline = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs).unref());
     const result = await Promise.race([Promise.all([...this.inFlight]).then(() => 'done' as const), deadline]);
     if (result === 'late') {
-      const now = this.clock();
-      const stranded = this.deps.db.transaction(() => {
-        let n = 0;
-        for (const row of this.deps.store.expiredLeases(Number.MAX_SAFE_INTEGER)) {
-          this.deps.outbox.ambiguous(row, 'service stopped during the send', now);
-          n++;
-        }
-        return n;
-      })();
-      this.deps.log.warn({ stranded }, 'sender stopped with sends in flight; marked unknown');
+      try {
+        const stranded = await this.deps.writer.submit({ op: 'strand', now: this.clock(), jitter: drawJitter(this.random) });
+        this.deps.log.warn({ stranded }, 'sender stopped with sends in flight; marked unknown');
+      } catch (error) {
+        // Their leases expire and they become `unknown` at the next start all the same.
+        this.deps.log.warn({ err: (error as Error).message }, 'sender stopped with sends in flight; could not mark them unknown');
+      }
     }
     this.running = false;
   }
@@ -126,18 +122,24 @@ export class Sender {
    * One pass: housekeeping when due, then claim and dispatch as many due rows as the
    * limiter and the in-flight cap allow. Returns the number dispatched.
    */
-  runOnce(): number {
+  async runOnce(): Promise<number> {
     const now = this.clock();
     if (now - this.lastHousekeeping >= this.settings.housekeepingMs) {
       this.lastHousekeeping = now;
-      this.housekeep.immediate(now);
+      await this.deps.writer.submit({ op: 'housekeep', now, jitter: drawJitter(this.random) });
     }
     const room = Math.min(this.settings.maxInFlight - this.inFlight.size, this.settings.claimBatch);
     if (room <= 0) return 0;
     let tokens = 0;
     while (tokens < room && this.deps.limiter.tryTake()) tokens++;
     if (tokens === 0) return 0;
-    const rows = this.claim.immediate(now, tokens) as OutboxRow[];
+    let rows: OutboxRow[];
+    try {
+      rows = await this.deps.writer.submit({ op: 'claim', now, limit: tokens, leaseUntil: now + this.settings.leaseMs });
+    } catch (error) {
+      this.deps.limiter.refund(tokens);
+      throw error;
+    }
     if (rows.length < tokens) this.deps.limiter.refund(tokens - rows.length);
     for (const row of rows) {
       const sending = this.send(row).finally(() => {
@@ -153,7 +155,7 @@ export class Sender {
     while (!this.stopping) {
       let dispatched = 0;
       try {
-        dispatched = this.runOnce();
+        dispatched = await this.runOnce();
       } catch (error) {
         // The database is locked or full: back off and try again; nothing was claimed.
         this.deps.log.warn({ err: (error as Error).message }, 'sender could not claim; retrying');
@@ -195,7 +197,7 @@ export class Sender {
   }
 
   private async send(row: OutboxRow): Promise<void> {
-    const { graph, committer, outbox, observer } = this.deps;
+    const { graph, observer } = this.deps;
     const span = this.deps.tracer?.start(row, graph.endpoint);
     const started = performance.now();
     let result: SendResult;
@@ -207,37 +209,25 @@ export class Sender {
     const seconds = (performance.now() - started) / 1000;
     observer?.graphRequest?.(result.kind === 'accepted' ? 'ok' : result.kind === 'ambiguous' ? 'timeout' : 'error', seconds);
     span?.end(result);
+    const how = result.kind === 'error' ? classifyGraphError(result.error?.code, result.httpStatus) : undefined;
+    // A retryable failure since the last success: the Graph API may be down or throttling us.
+    if (result.kind === 'not_sent' || how?.disposition === 'retry') this.outageSuspected = true;
+    const pullForward = result.kind === 'accepted' && this.outageSuspected;
+    if (pullForward) this.outageSuspected = false;
+    if (how?.alert === true) this.deps.log.error({ code: result.kind === 'error' ? result.error?.code : undefined, error_class: how.errorClass }, 'Graph API rejected our credentials');
     try {
-      await committer.submit(() => {
-        const now = this.clock();
-        switch (result.kind) {
-          case 'accepted':
-            if (outbox.accepted(row, result.wamid, now, span?.traceparent ?? null)) observer?.sendAttempt?.('accepted', 'none');
-            if (this.outageSuspected) {
-              // Graph API answers again: retries still waiting out their backoff become due now;
-              // the limiter paces them, so the backlog drains at the configured rate.
-              this.outageSuspected = false;
-              const pulled = this.deps.store.pullRetriesForward(now);
-              if (pulled > 0) this.deps.log.info({ pulled }, 'Graph API recovered: backed-off retries are due now');
-            }
-            return;
-          case 'error': {
-            const how = classifyGraphError(result.error?.code, result.httpStatus);
-            if (how.disposition === 'retry') this.outageSuspected = true;
-            const detail = `${result.error?.code ?? `HTTP ${result.httpStatus}`}: ${result.error?.message ?? how.meaning}`;
-            outbox.failed(row, how, detail, result.error?.code ?? null, parseRetryAfter(result.retryAfter, now), now);
-            if (how.alert) this.deps.log.error({ code: result.error?.code, error_class: how.errorClass }, 'Graph API rejected our credentials');
-            return;
-          }
-          case 'not_sent':
-            this.outageSuspected = true;
-            outbox.failed(row, NETWORK_FAILURE, result.reason, null, undefined, now);
-            return;
-          case 'ambiguous':
-            outbox.ambiguous(row, `${AMBIGUOUS_TIMEOUT.meaning}: ${result.reason}`, now);
-            return;
-        }
+      const { pulled } = await this.deps.writer.submit({
+        op: 'sendOutcome',
+        row,
+        result,
+        now: this.clock(),
+        sendTrace: span?.traceparent ?? null,
+        pullForward,
+        jitter: drawJitter(this.random),
       });
+      // Graph API answers again: retries still waiting out their backoff were made due now;
+      // the limiter paces them, so the backlog drains at the configured rate.
+      if (pulled > 0) this.deps.log.info({ pulled }, 'Graph API recovered: backed-off retries are due now');
     } catch (error) {
       // Not recorded: the lease will expire and the row becomes `unknown`, resolved by a status or resent once.
       this.deps.log.warn({ err: (error as Error).message, outbox_id: row.id }, 'send outcome not recorded');

@@ -8,23 +8,21 @@
 import type { Server } from 'node:http';
 import type { Config, Role } from './config';
 import { createGraphClient, type GraphClient } from './graph-client';
-import { GroupCommitter } from './group-commit';
-import { createIngest } from './ingest';
+import type { IngestOutcome, IngestRequest } from './ingest';
 import { TokenBucket } from './limiter';
 import type { Logger } from './log';
-import { createOutbox } from './outbox';
 import { loadCatalog, type Catalog } from './packs';
 import { Sender, type SenderSettings } from './sender';
 import { startSimulator, SIMULATOR_ACCESS_TOKEN, type Simulator } from './simulator';
 import { openDatabase, type Db } from './store/database';
 import { createDeliveryStore } from './store/delivery-store';
-import { createRollupStore } from './store/rollup-store';
-import { createWebhookStore } from './store/webhook-store';
-import { createUnlockHooks } from './unlock';
 import { closeServer, listen } from './http-listen';
 import { createWebhookServer } from './webhook-server';
 import { batchObserver, ingestObserver, webhookObserver } from './telemetry/adapters';
-import { deliveryTracer, sendTracer } from './telemetry/delivery-tracing';
+import { replayTracer, sendTracer, traceSeed } from './telemetry/delivery-tracing';
+import type { Span } from './telemetry/tracing';
+import { Writer } from './writer';
+import { drawJitter } from './writer-ops';
 import { createTelemetry, type Telemetry } from './telemetry/metrics';
 import { startMetricsServer, type MetricsServer } from './telemetry/metrics-server';
 import type { TelemetryRuntime } from './telemetry/sdk';
@@ -54,8 +52,8 @@ export interface RunningService {
   readonly role: Role;
   /** The writable handle (webhook roles), or the feed's read-only one (feed role). */
   readonly db: Db;
-  /** Undefined in the feed role, which never writes. */
-  readonly committer: GroupCommitter | undefined;
+  /** The writer thread's client; undefined in the feed role, which never writes. */
+  readonly committer: Writer | undefined;
   readonly catalog: Catalog;
   readonly sender: Sender | undefined;
   /** The built-in Meta simulator (sandbox mode only). */
@@ -71,7 +69,7 @@ export interface RunningService {
 
 interface WriteSide {
   readonly db: Db;
-  readonly committer: GroupCommitter;
+  readonly writer: Writer;
   readonly webhook: Server;
   readonly sender: Sender | undefined;
   readonly graph: GraphClient | undefined;
@@ -83,38 +81,43 @@ interface WriteSide {
   setClosing(): void;
 }
 
-/** Ingest and sender on a writable handle: the webhook role. */
+/**
+ * Ingest and sender: the webhook role. Every write runs in the writer thread, on its own
+ * connection; this thread's handle migrates at start, reads (queue depth, next due row) and
+ * runs the rare maintenance writes (sandbox key, retention).
+ */
 async function buildWriteSide(config: Config, options: ServiceOptions, catalog: Catalog, t: Telemetry, clock: () => number): Promise<WriteSide> {
   const { log } = options;
   const db = openDatabase(config.databasePath);
+  const random = options.random ?? Math.random;
+  let writer: Writer;
+  try {
+    writer = await Writer.start({
+      databasePath: config.databasePath,
+      log,
+      settings: {
+        packs: catalog.packs,
+        maxTapAgeMs: config.unlockMaxTapAgeMs,
+        outbox: { unknownWaitMs: config.send.unknownWaitMs, maxAgeMs: config.send.maxAgeMs },
+      },
+      effects: { delivery: t, ingest: ingestObserver(t), tracer: replayTracer },
+    });
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   const checkpointer = startCheckpointer(db);
-  const committer = new GroupCommitter(db);
-  committer.onBatch(batchObserver(t));
-  const webhookStore = createWebhookStore(db);
+  writer.onBatch(batchObserver(t));
   const deliveryStore = createDeliveryStore(db);
-  const appendEvent = webhookStore.appendEvent;
-  const rollup = createRollupStore(db);
-  const outbox = createOutbox({
-    store: deliveryStore,
-    rollup,
-    appendEvent,
-    observer: t,
-    ...(options.random !== undefined ? { random: options.random } : {}),
-    settings: { unknownWaitMs: config.send.unknownWaitMs, maxAgeMs: config.send.maxAgeMs },
-  });
-  const hooks = createUnlockHooks({
-    catalog,
-    store: deliveryStore,
-    rollup,
-    outbox,
-    appendEvent,
-    maxTapAgeMs: config.unlockMaxTapAgeMs,
-    observer: t,
-    tracer: deliveryTracer,
-  });
-  const ingest = createIngest(db, webhookStore, hooks, ingestObserver(t));
+  const record = (request: IngestRequest, commit: Span): Promise<IngestOutcome> => {
+    // A copy that owns its memory, moved (not cloned) to the writer thread: a Buffer may be a
+    // view into a much larger socket buffer, all of which would otherwise be cloned.
+    const body = new Uint8Array(request.body);
+    const op = { op: 'ingest', body, secretIndex: request.secretIndex, receivedAt: request.receivedAt, trace: traceSeed(commit), jitter: drawJitter(random) } as const;
+    return writer.submit(op, commit, body.buffer);
+  };
   let closing = false;
-  const webhook = createWebhookServer({ config, committer, ingest, log, clock, observer: webhookObserver(t), isClosing: () => closing });
+  const webhook = createWebhookServer({ config, record, log, clock, observer: webhookObserver(t), isClosing: () => closing });
   t.observeQueue(() => {
     const queue = deliveryStore.queueStats(clock());
     return { depth: queue.depth, oldestAgeSeconds: queue.oldestAgeMs / 1000 };
@@ -143,24 +146,23 @@ async function buildWriteSide(config: Config, options: ServiceOptions, catalog: 
       totalTimeoutMs: config.send.timeoutMs,
     });
     const s = new Sender({
-      db,
       store: deliveryStore,
-      outbox,
-      committer,
+      writer,
       graph,
       limiter: new TokenBucket(config.sendRatePerSecond),
       log,
       clock,
+      random,
       observer: t,
       tracer: sendTracer,
       ...(options.sender !== undefined ? { settings: options.sender } : {}),
     });
-    committer.onCommit(() => s.wake());
+    writer.onCommit(() => s.wake());
     sender = s;
   }
   const backups = config.backup.dir === undefined ? undefined : startBackupSchedule({ db, dir: config.backup.dir, intervalMs: config.backup.intervalMs, keep: config.backup.keep, log });
   const retention = config.retentionDays === undefined ? undefined : startRetention({ db, retentionDays: config.retentionDays, log });
-  return { db, committer, webhook, sender, graph, simulator, graphUrl, backups, retention, checkpointer, setClosing: () => (closing = true) };
+  return { db, writer, webhook, sender, graph, simulator, graphUrl, backups, retention, checkpointer, setClosing: () => (closing = true) };
 }
 
 export async function startService(config: Config, options: ServiceOptions): Promise<RunningService> {
@@ -187,7 +189,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     }
     feedDb = openDatabase(config.databasePath, { readonly: true });
     let writable = true;
-    write?.committer.onBatch((batch) => (writable = batch.committed));
+    write?.writer.onBatch((batch) => (writable = batch.committed));
     feed = createFeed({
       db: feedDb,
       config,
@@ -198,7 +200,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       ...(options.extendApi !== undefined ? { extend: options.extendApi } : {}),
     });
     const f = feed;
-    write?.committer.onCommit(() => f.notify());
+    write?.writer.onCommit(() => f.notify());
     t.observeWebSocketClients(() => f.clients());
   }
 
@@ -241,7 +243,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       await write?.sender?.stop();
       await write?.backups?.stop();
       await write?.retention?.stop();
-      write?.committer.drain();
+      await write?.writer.close();
       await write?.checkpointer.stop();
       write?.graph?.close();
       await write?.simulator?.close();
@@ -262,7 +264,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   return {
     role,
     db: write?.db ?? (feedDb as Db),
-    committer: write?.committer,
+    committer: write?.writer,
     catalog,
     sender: write?.sender,
     simulator: write?.simulator,

@@ -3,16 +3,17 @@
  * framework's per-request overhead halves its throughput (see docs/decisions/0002).
  *
  *   GET  /webhook  verification handshake: echo hub.challenge when the verify token matches
- *   POST /webhook  signed callbacks: verify HMAC of the raw bytes → record in the next group
- *                  commit → 200 only after COMMIT; 503 when the database cannot commit
+ *   POST /webhook  signed callbacks: verify HMAC of the raw bytes → record in the writer
+ *                  thread's next group commit → 200 only after COMMIT; 503 when the
+ *                  database cannot commit
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Config } from './config';
-import { StorageUnavailableError, type GroupCommitter } from './group-commit';
-import type { Ingest } from './ingest';
+import { StorageUnavailableError } from './group-commit';
+import type { IngestOutcome, IngestRequest } from './ingest';
 import type { Logger } from './log';
 import { safeEqual, verifySignature, type SignatureFailure } from './signature';
-import { bindContext, childSpan, endServerSpan, failSpan, SPAN, webhookServerSpan } from './telemetry/tracing';
+import { childSpan, endServerSpan, failSpan, SPAN, webhookServerSpan, type Span } from './telemetry/tracing';
 
 export type WebhookResult = 'accepted' | 'duplicate' | 'bad_signature' | 'too_large' | 'unavailable' | 'error';
 
@@ -25,8 +26,8 @@ export interface WebhookObserver {
 
 export interface WebhookDeps {
   readonly config: Pick<Config, 'appSecrets' | 'verifyToken' | 'webhookBodyLimitBytes'>;
-  readonly committer: GroupCommitter;
-  readonly ingest: Ingest;
+  /** Records a verified POST durably; resolves only after its COMMIT. `commit` is the span around it. */
+  readonly record: (request: IngestRequest, commit: Span) => Promise<IngestOutcome>;
   readonly log: Logger;
   readonly observer?: WebhookObserver;
   readonly clock?: () => number;
@@ -111,8 +112,8 @@ function receive(deps: WebhookDeps, req: IncomingMessage, res: ServerResponse): 
     }
     const receivedAt = (deps.clock ?? Date.now)();
     const commit = childSpan(SPAN.commit, span);
-    deps.committer
-      .submit(bindContext(() => deps.ingest.record({ body, secretIndex: check.secretIndex, receivedAt }), commit))
+    deps
+      .record({ body, secretIndex: check.secretIndex, receivedAt }, commit)
       .then(
         (outcome) => {
           commit.end();

@@ -24,8 +24,8 @@ const PER_DAY = 40;
 function generate(path: string): void {
   const db = openDatabase(path);
   const inbox = db.prepare("INSERT INTO inbox (body_sha256, received_at, secret_index, item_count, body) VALUES (randomblob(32), ?, 0, 1, randomblob(300))");
-  const inbound = db.prepare("INSERT INTO inbound_messages (wamid, contact, type, sent_at, received_at, inbox_id, body) VALUES (?, '1650555', 'text', ?, ?, ?, '{}')");
-  const status = db.prepare("INSERT INTO statuses (wamid, status, status_at, received_at, inbox_id, body) VALUES (?, 'delivered', ?, ?, ?, '{}')");
+  const inbound = db.prepare("INSERT INTO inbound_messages (wamid, contact, type, sent_at, received_at, inbox_id) VALUES (?, '1650555', 'text', ?, ?, ?)");
+  const status = db.prepare("INSERT INTO statuses (wamid, status, status_at, received_at, inbox_id) VALUES (?, 'delivered', ?, ?, ?)");
   const current = db.prepare("INSERT INTO message_status (wamid, status, rank, status_at, updated_at) VALUES (?, 'delivered', 2, ?, ?)");
   const change = db.prepare("INSERT INTO webhook_changes (inbox_id, field, received_at, body) VALUES (?, 'account_alerts', ?, '{}')");
   const dead = db.prepare("INSERT INTO dead_letters (inbox_id, reason, created_at, body) VALUES (?, 'bad item', ?, '{}')");

@@ -4,6 +4,7 @@
  */
 import type { Bucket, Counters, FeedStore, HistoryCursor, InboundHistoryRow, OutboundHistoryRow } from '../store/feed-store';
 import { zeroCounters } from '../store/feed-store';
+import { messageInBody } from '../meta-payload';
 import { ProblemError, problem } from './problems';
 import type { Window } from './queries';
 import type { Clicks, Distribution, History, HistoryItem, Packs, Performance, Summary } from './responses';
@@ -182,7 +183,7 @@ function jsonObject(text: string): Record<string, unknown> {
 }
 
 function inboundItem(row: InboundHistoryRow): HistoryItem {
-  return { direction: 'inbound', id: `in:${row.id}`, wamid: row.wamid, type: row.type, at: iso(row.at), received_at: iso(row.received_at), message: jsonObject(row.body) };
+  return { direction: 'inbound', id: `in:${row.id}`, wamid: row.wamid, type: row.type, at: iso(row.at), received_at: iso(row.received_at), message: messageInBody(row.inbox_body, row.wamid) ?? {} };
 }
 
 function outboundItem(row: OutboundHistoryRow): HistoryItem {

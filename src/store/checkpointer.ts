@@ -1,17 +1,21 @@
 /**
  * Background WAL checkpoints. SQLite's automatic checkpoint runs inside the COMMIT that
- * crosses the threshold: it copies the WAL into the database file and fsyncs it, on the
- * webhook's event loop, turning one request in a few hundred into a 10–150 ms stall. Here a
- * worker thread with its own connection runs PASSIVE checkpoints a few times a second
- * (they never block the writer), and the writer keeps a high automatic threshold only as a
- * backstop: when it fires, the worker has already copied nearly everything, so it is cheap,
- * and it lets the WAL file start over so its size stays bounded.
+ * crosses the threshold: it copies the WAL into the database file and fsyncs it, stalling
+ * the writer and every request waiting on it for 10–150 ms. Here a worker thread with its own
+ * connection runs PASSIVE checkpoints (they never block the writer): back to back while it
+ * finds a backlog, every 50 ms otherwise, so it stays about one pass behind the writer. The
+ * writer keeps a high automatic threshold as the step that lets the WAL file start over
+ * (under steady writes the WAL is never fully copied at the moment a transaction begins):
+ * when it fires, the worker has already copied all but the last pass, so it is short, and
+ * the WAL's size stays bounded.
  */
 import { Worker } from 'node:worker_threads';
 import type { Db } from './database';
 
 /** The writer's own automatic checkpoint, in pages: a backstop that also restarts the WAL. */
 export const WRITER_AUTOCHECKPOINT_PAGES = 8_000;
+/** A pass that copied at least this many frames is followed at once by another. */
+const BACKLOG_FRAMES = 64;
 /** WAL bytes kept on disk after a restart (the file is truncated beyond this). */
 export const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
 
@@ -25,13 +29,32 @@ try {
   parentPort.postMessage({ error: String(error && error.message || error) });
   process.exit(0);
 }
+// Passes run back to back while they find a backlog, so the WAL stays only a pass behind the
+// writer; then every intervalMs. (Each PASSIVE pass copies what was committed before it began.)
+let timer;
+let stopped = false;
 const pass = () => {
-  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch (error) { /* busy: the next pass gets it */ }
+  timer = undefined;
+  if (stopped) return;
+  let copied = 0;
+  try {
+    const [row] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (row && row.log >= 0) {
+      // The WAL starts over once fully copied; then everything checkpointed is new.
+      copied = row.log < lastLog ? row.checkpointed : row.checkpointed - lastCheckpointed;
+      lastLog = row.log;
+      lastCheckpointed = row.checkpointed;
+    }
+  } catch (error) { /* busy: the next pass gets it */ }
+  timer = copied >= workerData.backlogFrames ? setImmediate(pass) : setTimeout(pass, workerData.intervalMs);
 };
-const timer = setInterval(pass, workerData.intervalMs);
+let lastLog = 0;
+let lastCheckpointed = 0;
+pass();
 parentPort.on('message', (message) => {
   if (message !== 'stop') return;
-  clearInterval(timer);
+  stopped = true;
+  if (timer !== undefined) { clearTimeout(timer); clearImmediate(timer); }
   try { db.close(); } catch (error) { /* closing anyway */ }
   parentPort.postMessage({ stopped: true });
 });
@@ -43,12 +66,12 @@ export interface Checkpointer {
 }
 
 /** Starts background checkpoints for the writer `db` (a file database in WAL mode). */
-export function startCheckpointer(db: Db, intervalMs = 250): Checkpointer {
+export function startCheckpointer(db: Db, intervalMs = 50): Checkpointer {
   db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
   db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
-    workerData: { driver: require.resolve('better-sqlite3'), path: db.name, intervalMs },
+    workerData: { driver: require.resolve('better-sqlite3'), path: db.name, intervalMs, backlogFrames: BACKLOG_FRAMES },
   });
   worker.unref();
   // If the worker cannot run, the writer checkpoints by itself as SQLite normally does.

@@ -109,13 +109,24 @@ export function migrate(db: Db, migrations = readMigrations()): number[] {
   if (newest > known) throw new Error(`database schema version ${newest} is newer than this program's ${known}; upgrade the program`);
   const applied: number[] = [];
   const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
-  for (const migration of migrations) {
-    if (done.has(migration.version)) continue;
-    db.transaction(() => {
-      db.exec(migration.sql);
-      record.run(migration.version, migration.name, Date.now());
-    }).immediate();
-    applied.push(migration.version);
+  // A migration may rebuild a table others reference (SQLite's way to change a column), which
+  // foreign-key enforcement would block; so keys are off while migrating and each migration
+  // must leave none broken, checked before its COMMIT. (The pragma is a no-op inside a transaction.)
+  const enforced = db.pragma('foreign_keys', { simple: true }) === 1;
+  if (enforced) db.pragma('foreign_keys = OFF');
+  try {
+    for (const migration of migrations) {
+      if (done.has(migration.version)) continue;
+      db.transaction(() => {
+        db.exec(migration.sql);
+        const broken = db.pragma('foreign_key_check') as Array<{ table: string; parent: string }>;
+        if (broken.length > 0) throw new Error(`migration ${migration.version} leaves ${broken.length} broken references (first: ${broken[0]?.table} → ${broken[0]?.parent})`);
+        record.run(migration.version, migration.name, Date.now());
+      }).immediate();
+      applied.push(migration.version);
+    }
+  } finally {
+    if (enforced) db.pragma('foreign_keys = ON');
   }
   return applied;
 }

@@ -29,7 +29,8 @@ export interface InboundHistoryRow {
   readonly type: string;
   readonly at: number;
   readonly received_at: number;
-  readonly body: string;
+  /** The raw webhook body the message came in (the message is read from it). */
+  readonly inbox_body: Buffer;
 }
 
 export interface OutboundHistoryRow {
@@ -113,8 +114,9 @@ export function createFeedStore(db: Db) {
        GROUP BY 1 ORDER BY 1`,
     ),
     inbound: db.prepare<[string, number, number, number], InboundHistoryRow>(
-      `SELECT id, wamid, type, sent_at AS at, received_at, body FROM inbound_messages
-       WHERE contact = ? AND (sent_at, id) < (?, ?) ORDER BY sent_at DESC, id DESC LIMIT ?`,
+      `SELECT m.id, m.wamid, m.type, m.sent_at AS at, m.received_at, i.body AS inbox_body
+       FROM inbound_messages m JOIN inbox i ON i.id = m.inbox_id
+       WHERE m.contact = ? AND (m.sent_at, m.id) < (?, ?) ORDER BY m.sent_at DESC, m.id DESC LIMIT ?`,
     ),
     outbound: db.prepare<[string, number, number, number], OutboundHistoryRow>(
       `SELECT o.id, o.kind, o.pack_id, o.position, o.payload, o.state, o.attempts, o.created_at AS at, o.accepted_at, o.wamid,

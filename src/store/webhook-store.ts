@@ -5,7 +5,8 @@
 import type { Db } from './database';
 
 export interface InboxRow {
-  readonly bodySha256: Buffer;
+  /** Only for bodies deduplicated by their bytes; null when every item has a UNIQUE key of its own. */
+  readonly bodySha256: Buffer | null;
   readonly receivedAt: number;
   readonly secretIndex: number;
   readonly itemCount: number;
@@ -20,7 +21,6 @@ export interface InboundRow {
   readonly sentAt: number;
   readonly receivedAt: number;
   readonly inboxId: number;
-  readonly body: string;
 }
 
 export interface StatusRow {
@@ -32,7 +32,6 @@ export interface StatusRow {
   readonly errorCode: number | null;
   readonly callbackData: string | null;
   readonly inboxId: number;
-  readonly body: string;
 }
 
 export interface EventRow {
@@ -45,16 +44,18 @@ export interface EventRow {
 export type WebhookStore = ReturnType<typeof createWebhookStore>;
 
 export function createWebhookStore(db: Db) {
-  const insertInbox = db.prepare<[Buffer, number, number, number, Buffer]>(
-    'INSERT INTO inbox (body_sha256, received_at, secret_index, item_count, body) VALUES (?, ?, ?, ?, ?) ON CONFLICT (body_sha256) DO NOTHING',
+  const insertInbox = db.prepare<[Buffer | null, number, number, number, Buffer]>(
+    `INSERT INTO inbox (body_sha256, received_at, secret_index, item_count, body) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (body_sha256) WHERE body_sha256 IS NOT NULL DO NOTHING`,
   );
+  const deleteInbox = db.prepare<[number]>('DELETE FROM inbox WHERE id = ?');
   const insertInbound = db.prepare(
-    `INSERT INTO inbound_messages (wamid, contact, phone_number_id, type, sent_at, received_at, inbox_id, body)
-     VALUES (@wamid, @contact, @phoneNumberId, @type, @sentAt, @receivedAt, @inboxId, @body) ON CONFLICT (wamid) DO NOTHING`,
+    `INSERT INTO inbound_messages (wamid, contact, phone_number_id, type, sent_at, received_at, inbox_id)
+     VALUES (@wamid, @contact, @phoneNumberId, @type, @sentAt, @receivedAt, @inboxId) ON CONFLICT (wamid) DO NOTHING`,
   );
   const insertStatus = db.prepare(
-    `INSERT INTO statuses (wamid, status, status_at, received_at, recipient, error_code, callback_data, inbox_id, body)
-     VALUES (@wamid, @status, @statusAt, @receivedAt, @recipient, @errorCode, @callbackData, @inboxId, @body)
+    `INSERT INTO statuses (wamid, status, status_at, received_at, recipient, error_code, callback_data, inbox_id)
+     VALUES (@wamid, @status, @statusAt, @receivedAt, @recipient, @errorCode, @callbackData, @inboxId)
      ON CONFLICT (wamid, status) DO NOTHING`,
   );
   const advanceStatus = db.prepare<[string, string, number, number, number, number | null]>(
@@ -77,6 +78,10 @@ export function createWebhookStore(db: Db) {
     insertInbox(row: InboxRow): number | undefined {
       const info = insertInbox.run(row.bodySha256, row.receivedAt, row.secretIndex, row.itemCount, row.body);
       return info.changes === 1 ? Number(info.lastInsertRowid) : undefined;
+    },
+    /** Takes back an inbox row nothing came of (every item in it was recorded before). */
+    deleteInbox(id: number): void {
+      deleteInbox.run(id);
     },
     /** True when the message is new (its wamid was not seen before). */
     insertInbound(row: InboundRow): boolean {

@@ -9,7 +9,10 @@ import { contactHash } from '../log';
 import type { SendTracer } from '../sender';
 import type { OutboxRow } from '../store/delivery-store';
 import type { DeliveryTracer } from '../unlock';
-import { childSpan, endClientSpan, graphRequestSpan, injectTraceparent, SPAN, SpanKind, startSpanFromTraceparent, startSpanWithLink } from './tracing';
+import type { ReplayTracer } from '../writer';
+import type { TraceSeed } from '../writer-ops';
+import { trace, type Span } from '@opentelemetry/api';
+import { childSpan, endClientSpan, graphRequestSpan, injectTraceparent, SPAN, SpanKind, startSpanFromTraceparent, startSpanWithLink, withSpan, withSpanId } from './tracing';
 
 export const deliveryTracer: DeliveryTracer = {
   tap(packId, contact) {
@@ -22,6 +25,31 @@ export const deliveryTracer: DeliveryTracer = {
     startSpanWithLink(SPAN.status, sendTraceparent, { 'messaging.message.status': status, 'unlock.pack': packId ?? 'unknown' }).end();
   },
 };
+
+/**
+ * The writer thread's taps and statuses, made into spans under the request's commit span once
+ * the transaction committed. A tap's span gets the id the thread already stored in its outbox
+ * rows' traceparent, so the sends continue it.
+ */
+export const replayTracer: ReplayTracer = {
+  tap(spanId, packId, contact, parent) {
+    const commit = parent as Span | undefined;
+    if (commit === undefined || !commit.isRecording()) return;
+    withSpan(commit, () => withSpanId(spanId, () => deliveryTracer.tap(packId, contact)));
+  },
+  status(sendTraceparent, status, packId, parent) {
+    const commit = parent as Span | undefined;
+    if (commit === undefined) return deliveryTracer.status(sendTraceparent, status, packId);
+    withSpan(commit, () => deliveryTracer.status(sendTraceparent, status, packId));
+  },
+};
+
+/** What the writer thread needs to continue `span`'s trace in the traceparents it stores. */
+export function traceSeed(span: Span): TraceSeed | null {
+  const ctx = span.spanContext();
+  if (!trace.isSpanContextValid(ctx)) return null;
+  return { traceId: ctx.traceId, flags: (ctx.traceFlags & 0xff).toString(16).padStart(2, '0') };
+}
 
 export const sendTracer: SendTracer = {
   start(row: OutboxRow, endpoint: string) {

@@ -21,12 +21,13 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
 import { envDetector } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createLogger } from '../log';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
 import { ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
 import { SERVICE_VERSION, serviceResource } from './resource';
+import { ReplayableIdGenerator } from './tracing';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -127,7 +128,10 @@ export function startTelemetry(options: TelemetryOptions = {}): TelemetryRuntime
     resourceDetectors: [envDetector],
     metricReaders: [exporter],
     spanProcessors,
-    sampler: new SheddingSampler(samplerFromEnv(env), health),
+    // Without a trace exporter nothing would ever read a recorded span: make none (ids and
+    // context still flow, so logs keep their trace ids and stored traceparents stay valid).
+    sampler: tracing ? new SheddingSampler(samplerFromEnv(env), health) : new AlwaysOffSampler(),
+    idGenerator: new ReplayableIdGenerator(),
     logRecordProcessors: [],
     instrumentations,
   });

@@ -27,6 +27,7 @@ import {
   type TracerProvider,
 } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { RandomIdGenerator, type IdGenerator } from '@opentelemetry/sdk-trace-base';
 import {
   ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
@@ -137,6 +138,38 @@ export function endServerSpan(span: Span, statusCode: number): void {
     span.setStatus({ code: SpanStatusCode.ERROR });
   }
   span.end();
+}
+
+let forcedSpanId: string | undefined;
+
+/**
+ * Random ids, except that a span can be given an id chosen earlier: the writer thread stores
+ * a tap's traceparent with its outbox rows inside the transaction, and the main thread makes
+ * the tap's span with that id once the transaction committed (withSpanId).
+ */
+export class ReplayableIdGenerator implements IdGenerator {
+  private readonly random = new RandomIdGenerator();
+
+  generateTraceId(): string {
+    return this.random.generateTraceId();
+  }
+
+  generateSpanId(): string {
+    const forced = forcedSpanId;
+    if (forced === undefined) return this.random.generateSpanId();
+    forcedSpanId = undefined;
+    return forced;
+  }
+}
+
+/** Runs `fn`, whose first span started gets `spanId` (with ReplayableIdGenerator installed). */
+export function withSpanId<T>(spanId: string, fn: () => T): T {
+  forcedSpanId = spanId;
+  try {
+    return fn();
+  } finally {
+    forcedSpanId = undefined;
+  }
 }
 
 /** A child span (webhook.verify, webhook.commit, unlock.tap, …) of `parent`, or of the active span. */

@@ -1,0 +1,255 @@
+/**
+ * The main thread's side of the writer thread: submits write operations, batching those made
+ * in the same turn of the event loop into one message, and settles each promise when the
+ * batch holding it has committed (or failed: StorageUnavailableError → 503, nothing written).
+ * What an operation observed is replayed here, after the commit, into metrics and spans.
+ *
+ * If the thread dies, everything in flight is rejected as storage-unavailable (never a 200
+ * without a commit) and a new thread is started; after repeated deaths it stays down and
+ * every write answers 503 until the process is restarted.
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { StorageUnavailableError, type BatchObserver } from './group-commit';
+import type { IngestObserver } from './ingest';
+import type { Logger } from './log';
+import type { DeliveryObserver } from './outbox';
+import type { Effect, TraceSeed, WriteOp, WriteResults, WriterSettings } from './writer-ops';
+import type { FromWriter, ToWriter, WireResult, WriterThreadData } from './writer-thread';
+
+export interface EffectTargets {
+  readonly delivery?: DeliveryObserver;
+  readonly ingest?: IngestObserver;
+  /** Replays a tap span with the span id the thread stored, and status spans. */
+  readonly tracer?: ReplayTracer;
+}
+
+export interface ReplayTracer {
+  tap(spanId: string, packId: string | null, contact: string, context: unknown): void;
+  status(sendTraceparent: string | null, status: string, packId: string | null, context: unknown): void;
+}
+
+export interface WriterOptions {
+  readonly databasePath: string;
+  readonly settings: WriterSettings;
+  readonly log: Logger;
+  readonly effects?: EffectTargets;
+  readonly busyTimeoutMs?: number;
+  readonly maxBatch?: number;
+}
+
+interface Waiter {
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+  readonly context: unknown;
+}
+
+/** The writer thread's script: next to this file when built, else the build output (tests run the sources). */
+function threadScript(): string {
+  const beside = join(__dirname, 'writer-thread.js');
+  if (existsSync(beside)) return beside;
+  const built = resolve(__dirname, '..', 'dist', 'src', 'writer-thread.js');
+  if (existsSync(built)) return built;
+  throw new Error(`writer thread script not found (looked for ${beside} and ${built}); run \`npm run build\``);
+}
+
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 60_000;
+
+export class Writer {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly waiting = new Map<number, Waiter>();
+  private outgoing: Array<readonly [number, WriteOp]> = [];
+  private transfers: ArrayBuffer[] = [];
+  private scheduled = false;
+  private readonly observers: BatchObserver[] = [];
+  private readonly afterCommit: Array<() => void> = [];
+  private readonly restarts: number[] = [];
+  private closing: Promise<void> | undefined;
+  private down: string | undefined;
+
+  private constructor(private readonly options: WriterOptions) {}
+
+  /** Starts the thread; resolves once its connection is open. */
+  static async start(options: WriterOptions): Promise<Writer> {
+    const writer = new Writer(options);
+    await writer.spawn();
+    return writer;
+  }
+
+  private spawn(): Promise<void> {
+    const data: WriterThreadData = {
+      databasePath: this.options.databasePath,
+      busyTimeoutMs: this.options.busyTimeoutMs ?? 1_000,
+      maxBatch: this.options.maxBatch ?? 512,
+      settings: this.options.settings,
+    };
+    const worker = new Worker(threadScript(), { workerData: data });
+    this.worker = worker;
+    return new Promise<void>((resolveReady, rejectReady) => {
+      let ready = false;
+      worker.on('message', (message: FromWriter) => {
+        switch (message.type) {
+          case 'ready':
+            ready = true;
+            this.options.log.debug({ priority: message.priority }, 'writer thread ready');
+            resolveReady();
+            if (this.outgoing.length > 0) this.schedule();
+            return;
+          case 'failed':
+            if (!ready) rejectReady(new Error(message.message));
+            return;
+          case 'batch':
+            this.settle(message.results, message.batch);
+            return;
+          case 'closed':
+            return;
+        }
+      });
+      worker.on('error', (error) => {
+        if (!ready) rejectReady(error);
+        this.options.log.error({ err: error.message }, 'writer thread failed');
+      });
+      worker.on('exit', (code) => {
+        if (this.worker === worker) this.worker = undefined;
+        this.failInFlight(`writer thread exited (${code})`);
+        if (!ready) rejectReady(new Error(`writer thread exited (${code}) before it was ready`));
+        else if (this.closing === undefined) this.restart(code);
+      });
+    });
+  }
+
+  private restart(code: number): void {
+    const now = Date.now();
+    while (this.restarts.length > 0 && (this.restarts[0] as number) < now - RESTART_WINDOW_MS) this.restarts.shift();
+    if (this.restarts.length >= MAX_RESTARTS) {
+      this.down = `writer thread exited ${this.restarts.length + 1} times within a minute (last code ${code})`;
+      this.options.log.fatal({ reason: this.down }, 'writer thread stays down: every write answers 503 until restart');
+      return;
+    }
+    this.restarts.push(now);
+    this.options.log.error({ code }, 'writer thread exited; starting a new one');
+    this.spawn().catch((error: unknown) => {
+      this.down = `writer thread cannot start: ${(error as Error).message}`;
+      this.options.log.fatal({ err: (error as Error).message }, 'writer thread cannot restart: every write answers 503');
+    });
+  }
+
+  private failInFlight(reason: string): void {
+    // Ops not yet handed to a thread are failed too, never run later behind their caller's back.
+    this.outgoing = [];
+    this.transfers = [];
+    const error = new StorageUnavailableError(new Error(reason));
+    const waiters = [...this.waiting.values()];
+    this.waiting.clear();
+    for (const waiter of waiters) waiter.reject(error);
+    if (waiters.length > 0) for (const observer of this.observers) observer({ size: waiters.length, failed: waiters.length, durationMs: 0, committed: false });
+  }
+
+  /**
+   * Queues one operation; it shares the next transaction with everything else queued. `context`
+   * (the commit span's) is handed back to the replayed spans; `transfer` is memory the op owns
+   * alone (its body's), moved to the thread rather than copied.
+   */
+  submit<K extends WriteOp['op']>(op: Extract<WriteOp, { op: K }>, context?: unknown, transfer?: ArrayBuffer): Promise<WriteResults[K]> {
+    if (this.down !== undefined) return Promise.reject(new StorageUnavailableError(new Error(this.down)));
+    if (this.closing !== undefined) return Promise.reject(new StorageUnavailableError(new Error('writer is closing')));
+    const id = this.nextId++;
+    return new Promise<WriteResults[K]>((resolvePromise, reject) => {
+      this.waiting.set(id, { resolve: resolvePromise as (value: unknown) => void, reject, context });
+      this.outgoing.push([id, op]);
+      if (transfer !== undefined) this.transfers.push(transfer);
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      const worker = this.worker;
+      if (worker === undefined || this.outgoing.length === 0) return; // sent once a thread is ready
+      const message: ToWriter = { type: 'ops', ops: this.outgoing };
+      const transfers = this.transfers;
+      this.outgoing = [];
+      this.transfers = [];
+      worker.postMessage(message, transfers);
+    });
+  }
+
+  private settle(results: readonly WireResult[], batch: { size: number; failed: number; durationMs: number; committed: boolean }): void {
+    for (const result of results) {
+      const waiter = this.waiting.get(result[0]);
+      if (waiter === undefined) continue;
+      this.waiting.delete(result[0]);
+      if (result[1]) {
+        this.replay(result[3], waiter.context);
+        waiter.resolve(result[2]);
+      } else {
+        const [, , message, storage] = result;
+        waiter.reject(storage ? new StorageUnavailableError(new Error(message)) : new Error(message));
+      }
+    }
+    for (const observer of this.observers) observer(batch);
+    if (batch.committed) for (const listener of this.afterCommit) listener();
+  }
+
+  private replay(effects: readonly Effect[], context: unknown): void {
+    const targets = this.options.effects;
+    if (targets === undefined) return;
+    for (const [target, method, ...args] of effects) {
+      try {
+        if (target === 't') {
+          if (method === 'tap') targets.tracer?.tap(args[0] as string, args[1] as string | null, args[2] as string, context);
+          else targets.tracer?.status(args[0] as string | null, args[1] as string, args[2] as string | null, context);
+          continue;
+        }
+        const receiver = (target === 'd' ? targets.delivery : targets.ingest) as Record<string, ((...a: unknown[]) => void) | undefined> | undefined;
+        receiver?.[method]?.(...args);
+      } catch (error) {
+        // Telemetry never breaks the service (invariant 10).
+        this.options.log.warn({ err: (error as Error).message, effect: method }, 'replaying an observation failed');
+      }
+    }
+  }
+
+  /** Called with every batch the thread ran, committed or not. */
+  onBatch(observer: BatchObserver): void {
+    this.observers.push(observer);
+  }
+
+  /** Called after every successful COMMIT (e.g. to wake the event-log tail and the sender). */
+  onCommit(listener: () => void): void {
+    this.afterCommit.push(listener);
+  }
+
+  get queued(): number {
+    return this.waiting.size;
+  }
+
+  /** Commits everything queued, then closes the thread's connection and stops the thread. */
+  close(timeoutMs = 10_000): Promise<void> {
+    this.closing ??= new Promise<void>((resolveClosed) => {
+      const worker = this.worker;
+      if (worker === undefined) return resolveClosed();
+      // Ops queued this turn go out before the close message.
+      if (this.outgoing.length > 0) {
+        worker.postMessage({ type: 'ops', ops: this.outgoing } satisfies ToWriter, this.transfers);
+        this.outgoing = [];
+        this.transfers = [];
+      }
+      const force = setTimeout(() => void worker.terminate(), timeoutMs);
+      worker.once('exit', () => {
+        clearTimeout(force);
+        resolveClosed();
+      });
+      worker.postMessage({ type: 'close' } satisfies ToWriter);
+    });
+    return this.closing;
+  }
+}
+
+export type { TraceSeed };
