@@ -130,6 +130,10 @@ export class Sender {
     }
     const room = Math.min(this.settings.maxInFlight - this.inFlight.size, this.settings.claimBatch);
     if (room <= 0) return 0;
+    // The sender is woken after every commit; most commits (statuses, plain messages) queue
+    // nothing, and a read here is far cheaper than a claim through the writer.
+    const next = this.deps.store.nextRunAt();
+    if (next === undefined || next > now) return 0;
     let tokens = 0;
     while (tokens < room && this.deps.limiter.tryTake()) tokens++;
     if (tokens === 0) return 0;

@@ -62,8 +62,9 @@ export class Writer {
   private nextId = 1;
   private readonly waiting = new Map<number, Waiter>();
   private outgoing: Array<readonly [number, WriteOp]> = [];
-  private transfers: ArrayBuffer[] = [];
   private scheduled = false;
+  /** Ops handed to the thread whose results have not come back. */
+  private inThread = 0;
   private readonly observers: BatchObserver[] = [];
   private readonly afterCommit: Array<() => void> = [];
   private readonly restarts: number[] = [];
@@ -125,22 +126,25 @@ export class Writer {
     const now = Date.now();
     while (this.restarts.length > 0 && (this.restarts[0] as number) < now - RESTART_WINDOW_MS) this.restarts.shift();
     if (this.restarts.length >= MAX_RESTARTS) {
-      this.down = `writer thread exited ${this.restarts.length + 1} times within a minute (last code ${code})`;
-      this.options.log.fatal({ reason: this.down }, 'writer thread stays down: every write answers 503 until restart');
+      this.goDown(`writer thread exited ${this.restarts.length + 1} times within a minute (last code ${code})`);
       return;
     }
     this.restarts.push(now);
     this.options.log.error({ code }, 'writer thread exited; starting a new one');
-    this.spawn().catch((error: unknown) => {
-      this.down = `writer thread cannot start: ${(error as Error).message}`;
-      this.options.log.fatal({ err: (error as Error).message }, 'writer thread cannot restart: every write answers 503');
-    });
+    this.spawn().catch((error: unknown) => this.goDown(`writer thread cannot start: ${(error as Error).message}`));
+  }
+
+  /** No thread any more: every write answers 503, and readiness says so, until the process restarts. */
+  private goDown(reason: string): void {
+    this.down = reason;
+    this.options.log.fatal({ reason }, 'writer thread stays down: every write answers 503 until the service is restarted');
+    for (const observer of this.observers) observer({ size: 0, failed: 0, durationMs: 0, committed: false });
   }
 
   private failInFlight(reason: string): void {
     // Ops not yet handed to a thread are failed too, never run later behind their caller's back.
     this.outgoing = [];
-    this.transfers = [];
+    this.inThread = 0;
     const error = new StorageUnavailableError(new Error(reason));
     const waiters = [...this.waiting.values()];
     this.waiting.clear();
@@ -150,37 +154,47 @@ export class Writer {
 
   /**
    * Queues one operation; it shares the next transaction with everything else queued. `context`
-   * (the commit span's) is handed back to the replayed spans; `transfer` is memory the op owns
-   * alone (its body's), moved to the thread rather than copied.
+   * (the commit span's) is handed back to the replayed spans.
    */
-  submit<K extends WriteOp['op']>(op: Extract<WriteOp, { op: K }>, context?: unknown, transfer?: ArrayBuffer): Promise<WriteResults[K]> {
+  submit<K extends WriteOp['op']>(op: Extract<WriteOp, { op: K }>, context?: unknown): Promise<WriteResults[K]> {
     if (this.down !== undefined) return Promise.reject(new StorageUnavailableError(new Error(this.down)));
     if (this.closing !== undefined) return Promise.reject(new StorageUnavailableError(new Error('writer is closing')));
     const id = this.nextId++;
     return new Promise<WriteResults[K]>((resolvePromise, reject) => {
       this.waiting.set(id, { resolve: resolvePromise as (value: unknown) => void, reject, context });
       this.outgoing.push([id, op]);
-      if (transfer !== undefined) this.transfers.push(transfer);
       this.schedule();
     });
   }
 
+  /**
+   * Ops made in one turn of the event loop go out in one message. While the thread is still
+   * working on ops it was sent, new ones are held and go out together when its next batch
+   * result arrives (it could not start them sooner anyway): one message per batch rather than
+   * per request, which is most of what handing work to the thread costs this thread.
+   */
   private schedule(): void {
-    if (this.scheduled) return;
+    if (this.scheduled || this.inThread > 0) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      const worker = this.worker;
-      if (worker === undefined || this.outgoing.length === 0) return; // sent once a thread is ready
-      const message: ToWriter = { type: 'ops', ops: this.outgoing };
-      const transfers = this.transfers;
-      this.outgoing = [];
-      this.transfers = [];
-      worker.postMessage(message, transfers);
+      if (this.inThread === 0) this.post();
     });
   }
 
+  private post(): void {
+    const worker = this.worker;
+    if (worker === undefined || this.outgoing.length === 0) return; // sent once a thread is ready
+    const message: ToWriter = { type: 'ops', ops: this.outgoing };
+    this.inThread += this.outgoing.length;
+    this.outgoing = [];
+    worker.postMessage(message);
+  }
+
   private settle(results: readonly WireResult[], batch: { size: number; failed: number; durationMs: number; committed: boolean }): void {
+    this.inThread = Math.max(0, this.inThread - results.length);
+    // The thread is between batches: hand it what was held meanwhile before anything else.
+    this.post();
     for (const result of results) {
       const waiter = this.waiting.get(result[0]);
       if (waiter === undefined) continue;
@@ -237,13 +251,21 @@ export class Writer {
       if (worker === undefined) return resolveClosed();
       // Ops queued this turn go out before the close message.
       if (this.outgoing.length > 0) {
-        worker.postMessage({ type: 'ops', ops: this.outgoing } satisfies ToWriter, this.transfers);
+        worker.postMessage({ type: 'ops', ops: this.outgoing } satisfies ToWriter);
         this.outgoing = [];
-        this.transfers = [];
       }
-      const force = setTimeout(() => void worker.terminate(), timeoutMs);
+      // Never terminate() the thread: stopping it inside a SQLite call aborts the whole process
+      // (a known better-sqlite3 limitation). If it has not finished in time (a stalled disk),
+      // stop waiting and let the process exit around it; what it had not committed was never
+      // acknowledged.
+      const giveUp = setTimeout(() => {
+        this.options.log.error({ timeout_ms: timeoutMs }, 'writer thread did not finish closing in time; leaving it');
+        worker.unref();
+        resolveClosed();
+      }, timeoutMs);
+      giveUp.unref();
       worker.once('exit', () => {
-        clearTimeout(force);
+        clearTimeout(giveUp);
         resolveClosed();
       });
       worker.postMessage({ type: 'close' } satisfies ToWriter);

@@ -105,7 +105,7 @@ describe('when the dashboard calls each endpoint with a valid key', () => {
   });
 
   it('then a contact\'s history pages newest first, every item once, with statuses from the webhook', async () => {
-    const seen: Array<{ id: string; at: string; direction: string; status?: string | null }> = [];
+    const seen: Array<{ id: string; at: string; direction: string; status?: string | null; wamid?: string; message?: unknown }> = [];
     let cursor: string | null = null;
     for (let page = 0; page < 10; page++) {
       const answer = await get(`/api/contacts/${CONTACT}/messages?limit=2${cursor === null ? '' : `&cursor=${cursor}`}`);
@@ -121,6 +121,8 @@ describe('when the dashboard calls each endpoint with a valid key', () => {
     const times = seen.map((i) => Date.parse(i.at));
     expect([...times].sort((a, b) => b - a)).toEqual(times);
     expect(seen.find((i) => i.id === 'out:1')?.status).toBe('read');
+    // The inbound message object is read back from the raw webhook body it arrived in.
+    expect(seen.find((i) => i.wamid === 'wamid.in.1')?.message).toEqual({ from: CONTACT, id: 'wamid.in.1', timestamp: String(Math.floor((now - 3 * HOUR) / 1000)), type: 'text', text: { body: 'hello' } });
   });
 
   it('then performance gives percentiles from the raw rows and Graph API error rates', async () => {

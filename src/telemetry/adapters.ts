@@ -35,7 +35,7 @@ export function ingestObserver(telemetry: Telemetry): IngestObserver {
 
 export function batchObserver(telemetry: Telemetry): BatchObserver {
   return (batch) => {
-    telemetry.commitBatch(batch.size);
+    if (batch.size > 0) telemetry.commitBatch(batch.size);
     telemetry.databaseWritable(batch.committed);
   };
 }
