@@ -17,7 +17,6 @@
 import { context, createNoopMeter, diag, DiagLogLevel, metrics, propagation, trace } from '@opentelemetry/api';
 import { diagLogLevelFromString } from '@opentelemetry/core';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
 import { envDetector } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
@@ -25,6 +24,7 @@ import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opent
 import { createLogger } from '../log';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
+import { createOtlpJsonTraceExporter } from './otlp-json';
 import { ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
 import { SERVICE_VERSION, serviceResource } from './resource';
 import { ReplayableIdGenerator } from './tracing';
@@ -108,7 +108,7 @@ export function startTelemetry(options: TelemetryOptions = {}): TelemetryRuntime
       diagLogger.warn(`OTLP protocol "${protocol}" requested; this service exports traces as OTLP/HTTP JSON (http/json)`);
     }
     const otlp = new CountingSpanExporter(
-      new OTLPTraceExporter(),
+      createOtlpJsonTraceExporter(),
       (error) => {
         health.failing = true;
         countFailure('traces');

@@ -1,0 +1,342 @@
+/**
+ * Our OTLP/JSON span serializer against the library's JsonTraceSerializer on spans made by the
+ * real SDK (and a few hand-built ones with values the SDK never produces), then through the
+ * library's HTTP transport to a loopback collector.
+ */
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { gunzipSync } from 'node:zlib';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type SpanContext } from '@opentelemetry/api';
+import { ExportResultCode, TraceState, type ExportResult } from '@opentelemetry/core';
+import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import fc from 'fast-check';
+import { afterAll, describe, expect, test } from 'vitest';
+import { closeServer, listen } from '../src/http-listen';
+import { createOtlpJsonTraceExporter, otlpJsonTraceSerializer } from '../src/telemetry/otlp-json';
+
+const memory = new InMemorySpanExporter();
+const service = new BasicTracerProvider({
+  resource: resourceFromAttributes(
+    { 'service.name': 'otlp-json-test', 'service.version': '1.2.3', 'deployment.environment.name': 'test "env"\n', 'host.cpu.count': 2 },
+    { schemaUrl: 'https://opentelemetry.io/schemas/1.30.0' },
+  ),
+  spanProcessors: [new SimpleSpanProcessor(memory)],
+});
+// A second resource, with limits tight enough that spans drop attributes, events and links.
+const limited = new BasicTracerProvider({
+  resource: resourceFromAttributes({ 'service.name': 'limited' }),
+  spanLimits: { attributeCountLimit: 2, eventCountLimit: 1, linkCountLimit: 1, attributePerEventCountLimit: 1, attributePerLinkCountLimit: 1 },
+  spanProcessors: [new SimpleSpanProcessor(memory)],
+});
+
+afterAll(async () => {
+  await service.shutdown();
+  await limited.shutdown();
+});
+
+const TEXTS = [
+  'plain',
+  '',
+  'ünïcödé — 日本語 · Ελληνικά',
+  'emoji 😀👍🏽👨‍👩‍👧',
+  'say "hi" \\ back\\slash / slash',
+  'line\nbreak\r\ttab \u0000 nul \u001f unit \u007f del',
+  '\u2028 line separator \u2029',
+  'lone \ud800 high and \udc00 low surrogates',
+];
+
+const EVERY_TYPE: Attributes = {
+  'str': 'value',
+  'str.empty': '',
+  'str.unicode': TEXTS[2],
+  'str.emoji': TEXTS[3],
+  'str.quotes': TEXTS[4],
+  'str.controls': TEXTS[5],
+  'str.separators': TEXTS[6],
+  'str.surrogates': TEXTS[7],
+  'key "quoted"\n😀': 'key needs escaping',
+  '42': 'integer-like key',
+  'int': 42,
+  'int.zero': 0,
+  'int.negative': -17,
+  'int.max_safe': Number.MAX_SAFE_INTEGER,
+  'int.huge': 1e21,
+  'double': 3.14159,
+  'double.negative': -0.5,
+  'double.tiny': 1e-7,
+  'double.nan': NaN,
+  'double.infinity': Infinity,
+  'double.negative_zero': -0,
+  'bool.true': true,
+  'bool.false': false,
+  'array.str': ['a', 'b "c"', '😀', ''],
+  'array.int': [1, 2, 3],
+  'array.mixed_numbers': [1, 2.5, -3],
+  'array.bool': [true, false],
+  'array.empty': [],
+  'array.with_nulls': ['a', null, undefined, 'b'],
+};
+
+const REMOTE_PARENT: SpanContext = {
+  traceId: '0af7651916cd43dd8448eb211c80319c',
+  spanId: 'b7ad6b7169203331',
+  traceFlags: 1,
+  isRemote: true,
+  traceState: new TraceState('vendor=abc,other=1'),
+};
+const LINKED: SpanContext = {
+  traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+  spanId: '00f067aa0ba902b7',
+  traceFlags: 0,
+  isRemote: false,
+  traceState: new TraceState('linked=yes'),
+};
+
+/** One of everything: all kinds, root and children, events, links, statuses, two scopes, two resources. */
+function variedSpans(): ReadableSpan[] {
+  memory.reset();
+  const webhook = service.getTracer('ctu.webhook', '0.1.0', { schemaUrl: 'https://opentelemetry.io/schemas/1.30.0' });
+  const sender = service.getTracer('ctu.sender');
+
+  const root = webhook.startSpan('POST /webhook', { kind: SpanKind.SERVER, attributes: EVERY_TYPE });
+  root.addEvent('received', { 'bytes': 1234, 'note': TEXTS[4], 'list': ['x', 'y'] });
+  root.addEvent('no attributes');
+  root.addEvent('timed', { at: 'explicit' }, [1_700_000_000, 5]);
+  const inRoot = trace.setSpan(ROOT_CONTEXT, root);
+  for (const kind of [SpanKind.INTERNAL, SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER]) {
+    webhook.startSpan(`child kind ${kind}`, { kind, attributes: { kind } }, inRoot).end();
+  }
+  const failed = sender.startSpan('send "pack"\n😀', { kind: SpanKind.CLIENT, links: [{ context: LINKED, attributes: { 'link.reason': 'retry', 'link.n': 2 } }, { context: REMOTE_PARENT }] }, inRoot);
+  failed.recordException(new Error('boom: "quoted"\nsecond line'));
+  failed.setStatus({ code: SpanStatusCode.ERROR, message: 'Graph API said "no"\n😀' });
+  failed.end();
+  const fromRemote = sender.startSpan('from remote parent', {}, trace.setSpanContext(ROOT_CONTEXT, REMOTE_PARENT));
+  fromRemote.setStatus({ code: SpanStatusCode.OK });
+  fromRemote.end();
+  root.end();
+
+  const dropping = limited.getTracer('ctu.limited', '9.9.9').startSpan('drops things', {
+    attributes: { a: 1, b: 2, c: 3, d: 4 },
+    links: [{ context: LINKED, attributes: { x: 1, y: 2 } }, { context: REMOTE_PARENT }],
+  });
+  dropping.addEvent('kept', { one: 1, two: 2 });
+  dropping.addEvent('dropped');
+  dropping.end();
+
+  // A second tracer object with the same name, version and schema URL joins the first scope.
+  webhook.startSpan('same scope, other order').end();
+  service.getTracer('ctu.webhook', '0.1.0', { schemaUrl: 'https://opentelemetry.io/schemas/1.30.0' }).startSpan('same scope, new tracer').end();
+  return memory.getFinishedSpans();
+}
+
+/** Span data the SDK sanitises away but the library still encodes: bytes, maps, nulls, odd times. */
+function handBuiltSpan(): ReadableSpan {
+  const context: SpanContext = { traceId: '5b8aa5a2d2c872e8321cf37308d69df2', spanId: '051581bf3cb55c13', traceFlags: 0x1ff };
+  const attributes = {
+    bytes: new Uint8Array([0, 1, 2, 250, 255]),
+    map: { inner: 'v', n: 1, nested: { deep: [true, 'x'] } },
+    'null': null,
+    'undefined': undefined,
+    nested: [[1, 2], ['a'], []],
+    big: 10n,
+  } as unknown as Attributes;
+  return {
+    name: 'hand built',
+    kind: undefined as unknown as SpanKind,
+    spanContext: () => context,
+    parentSpanContext: { ...context, spanId: '' },
+    startTime: [0, 123],
+    endTime: [1, 1_500_000_000],
+    status: { code: SpanStatusCode.UNSET },
+    attributes,
+    links: [{ context }],
+    events: [{ name: 'bare', time: [2, 0] }],
+    duration: [0, 0],
+    ended: true,
+    resource: resourceFromAttributes({ 'service.name': 'hand' }, { schemaUrl: '' }),
+    instrumentationScope: { name: 'scoped', schemaUrl: '', attributes: { 'scope.attr': 'yes' } } as ReadableSpan['instrumentationScope'],
+    droppedAttributesCount: 0,
+    droppedEventsCount: 0,
+    droppedLinksCount: 0,
+  };
+}
+
+function text(bytes: Uint8Array | undefined): string {
+  if (bytes === undefined) throw new Error('serializer returned no bytes');
+  return new TextDecoder().decode(bytes);
+}
+
+function expectSameAsLibrary(spans: ReadableSpan[]): void {
+  const ours = text(otlpJsonTraceSerializer.serializeRequest(spans));
+  const library = text(JsonTraceSerializer.serializeRequest(spans));
+  expect(JSON.parse(ours)).toStrictEqual(JSON.parse(library));
+  // Same key order and number formatting too, so any difference is easy to see.
+  expect(ours).toBe(library);
+}
+
+describe('OTLP/JSON span serializer', () => {
+  test('when spans of every kind, attribute type, event, link and status are serialized, then the JSON equals the library’s', () => {
+    const spans = variedSpans();
+    expect(spans.length).toBe(10);
+    expectSameAsLibrary(spans);
+
+    const request = JSON.parse(text(otlpJsonTraceSerializer.serializeRequest(spans))) as {
+      resourceSpans: { schemaUrl?: string; scopeSpans: { scope: { name: string }; spans: unknown[] }[] }[];
+    };
+    expect(request.resourceSpans.map((r) => r.schemaUrl)).toEqual(['https://opentelemetry.io/schemas/1.30.0', undefined]);
+    expect(request.resourceSpans[0]!.scopeSpans.map((s) => [s.scope.name, s.spans.length])).toEqual([
+      ['ctu.webhook', 7],
+      ['ctu.sender', 2],
+    ]);
+  });
+
+  test('when a span carries values the SDK would never store (bytes, maps, nulls, unnormalised times, scope attributes), then the JSON still equals the library’s', () => {
+    expectSameAsLibrary([handBuiltSpan()]);
+    expectSameAsLibrary([...variedSpans(), handBuiltSpan()]);
+  });
+
+  test('when there are no spans, then the request is an empty resourceSpans list like the library’s', () => {
+    expect(text(otlpJsonTraceSerializer.serializeRequest([]))).toBe('{"resourceSpans":[]}');
+    expectSameAsLibrary([]);
+  });
+
+  test('when arbitrary names, attribute maps, events, kinds, statuses and times are serialized, then the JSON equals the library’s', () => {
+    const tricky = fc.constantFrom('"', '\\', '\n', '\u0000', '\u2028', '\ud800', '\udc00', '😀', 'é', 'a');
+    const anyText = fc.oneof(fc.string({ unit: 'binary', maxLength: 12 }), fc.string({ unit: 'grapheme', maxLength: 6 }), fc.string({ unit: tricky, maxLength: 8 }));
+    const value = fc.oneof(
+      anyText,
+      fc.integer(),
+      fc.maxSafeInteger(),
+      fc.double(),
+      fc.boolean(),
+      fc.array(anyText, { maxLength: 4 }),
+      fc.array(fc.integer(), { maxLength: 4 }),
+      fc.array(fc.double(), { maxLength: 4 }),
+      fc.array(fc.boolean(), { maxLength: 4 }),
+    );
+    const attributes = fc.dictionary(anyText, value, { maxKeys: 8 });
+    const hrTime = fc.tuple(fc.integer({ min: 0, max: 2 ** 33 }), fc.integer({ min: 0, max: 999_999_999 }));
+    const spanSpec = fc.record({
+      name: anyText,
+      kind: fc.constantFrom(SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER),
+      attributes,
+      events: fc.array(fc.record({ name: anyText, attributes }), { maxLength: 3 }),
+      status: fc.record({ code: fc.constantFrom(SpanStatusCode.UNSET, SpanStatusCode.OK, SpanStatusCode.ERROR), message: fc.option(anyText, { nil: undefined }) }),
+      start: hrTime,
+      end: hrTime,
+      scope: fc.constantFrom('scope.a', 'scope.b'),
+    });
+    const tracers = { 'scope.a': service.getTracer('scope.a', '1.0.0'), 'scope.b': service.getTracer('scope.b') };
+
+    fc.assert(
+      fc.property(fc.array(spanSpec, { minLength: 1, maxLength: 4 }), (specs) => {
+        memory.reset();
+        for (const spec of specs) {
+          const span = tracers[spec.scope].startSpan(spec.name, { kind: spec.kind, attributes: spec.attributes, startTime: spec.start });
+          for (const event of spec.events) span.addEvent(event.name, event.attributes);
+          span.setStatus(spec.status);
+          span.end(spec.end);
+        }
+        expectSameAsLibrary(memory.getFinishedSpans());
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  test('when the collector answers, then the response is parsed like the library’s (empty and malformed bodies give {})', () => {
+    const encode = (s: string) => new TextEncoder().encode(s);
+    const partial = '{"partialSuccess":{"rejectedSpans":2,"errorMessage":"too old"}}';
+    expect(otlpJsonTraceSerializer.deserializeResponse(encode(partial))).toEqual({ partialSuccess: { rejectedSpans: 2, errorMessage: 'too old' } });
+    for (const body of [partial, '', '{not json', '{}']) {
+      expect(otlpJsonTraceSerializer.deserializeResponse(encode(body))).toEqual(JsonTraceSerializer.deserializeResponse(encode(body)));
+    }
+  });
+
+  test('when 2,000 spans are serialized, then ours and the library’s agree (timings printed, not asserted)', () => {
+    const tracer = service.getTracer('ctu.webhook', '0.1.0');
+    memory.reset();
+    for (let i = 0; i < 2_000; i++) {
+      const span = tracer.startSpan('POST /webhook', {
+        kind: SpanKind.SERVER,
+        attributes: { 'http.request.method': 'POST', 'http.route': '/webhook', 'http.response.status_code': 200, 'ctu.items': 3, 'ctu.signature.valid': true, 'ctu.pack': 'quick-tips' },
+      });
+      span.end();
+    }
+    const spans = memory.getFinishedSpans();
+    expectSameAsLibrary(spans);
+
+    // CPU time rather than wall time, best of three interleaved passes: the machine is shared.
+    const ROUNDS = 10;
+    const cpuMicrosPerSpan = (serialize: (s: ReadableSpan[]) => Uint8Array | undefined): number => {
+      serialize(spans);
+      const before = process.cpuUsage();
+      for (let i = 0; i < ROUNDS; i++) serialize(spans);
+      const used = process.cpuUsage(before);
+      return (used.user + used.system) / (ROUNDS * spans.length);
+    };
+    let library = Infinity;
+    let ours = Infinity;
+    for (let pass = 0; pass < 3; pass++) {
+      library = Math.min(library, cpuMicrosPerSpan((s) => JsonTraceSerializer.serializeRequest(s)));
+      ours = Math.min(ours, cpuMicrosPerSpan((s) => otlpJsonTraceSerializer.serializeRequest(s)));
+    }
+    console.log(`OTLP/JSON serialize, ${spans.length} spans x ${ROUNDS}, CPU: ours ${ours.toFixed(2)} µs/span, library ${library.toFixed(2)} µs/span (${(library / ours).toFixed(1)}x)`);
+    expect(ours).toBeGreaterThan(0);
+  });
+});
+
+describe('OTLP/JSON span exporter over HTTP', () => {
+  interface Received {
+    readonly url: string | undefined;
+    readonly headers: IncomingHttpHeaders;
+    readonly body: Buffer;
+  }
+
+  test('when spans are exported to a loopback collector, then it receives the library’s JSON with the library’s endpoint, headers and compression', async () => {
+    const received: Received[] = [];
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        received.push({ url: req.url, headers: req.headers, body: Buffer.concat(chunks) });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    const port = await listen(server, 0, '127.0.0.1');
+    const spans = variedSpans();
+    const saved = Object.entries(process.env).filter(([key]) => key.startsWith('OTEL_'));
+    try {
+      for (const [key] of saved) delete process.env[key];
+      process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = `http://127.0.0.1:${port}/custom/traces`;
+      process.env.OTEL_EXPORTER_OTLP_TRACES_HEADERS = 'x-otlp-test=round-trip';
+      for (const compression of ['none', 'gzip']) {
+        process.env.OTEL_EXPORTER_OTLP_TRACES_COMPRESSION = compression;
+        const exporter = createOtlpJsonTraceExporter();
+        try {
+          const result = await new Promise<ExportResult>((resolve) => exporter.export(spans, resolve));
+          expect(result.code).toBe(ExportResultCode.SUCCESS);
+        } finally {
+          await exporter.shutdown();
+        }
+      }
+    } finally {
+      for (const key of Object.keys(process.env)) if (key.startsWith('OTEL_')) delete process.env[key];
+      for (const [key, value] of saved) process.env[key] = value;
+      await closeServer(server, 1_000);
+    }
+
+    const library = JSON.parse(text(JsonTraceSerializer.serializeRequest(spans))) as unknown;
+    expect(received).toHaveLength(2);
+    const [plain, gzipped] = received as [Received, Received];
+    for (const request of [plain, gzipped]) {
+      expect(request.url).toBe('/custom/traces');
+      expect(request.headers['content-type']).toBe('application/json');
+      expect(request.headers['x-otlp-test']).toBe('round-trip');
+    }
+    expect(plain.headers['content-encoding']).toBeUndefined();
+    expect(JSON.parse(plain.body.toString('utf8'))).toStrictEqual(library);
+    expect(gzipped.headers['content-encoding']).toBe('gzip');
+    expect(JSON.parse(gunzipSync(gzipped.body).toString('utf8'))).toStrictEqual(library);
+  });
+});
