@@ -126,7 +126,10 @@ export function createDeliveryStore(db: Db) {
     ),
     byId: db.prepare<[number], OutboxRow>('SELECT * FROM outbox WHERE id = ?'),
     byWamid: db.prepare<[string], OutboxRow>('SELECT * FROM outbox WHERE wamid = ?'),
-    expiredLeases: db.prepare<[number], OutboxRow>(`SELECT * FROM outbox WHERE state = 'sending' AND locked_until < ?`),
+    // The state IN (…) term lets SQLite use the partial index outbox_leased (it must appear verbatim).
+    expiredLeases: db.prepare<[number], OutboxRow>(
+      `SELECT * FROM outbox WHERE state IN ('sending', 'unknown') AND state = 'sending' AND locked_until < ?`,
+    ),
     dueUnknown: db.prepare<[number], OutboxRow>(`SELECT * FROM outbox WHERE state = 'unknown' AND run_at <= ?`),
     resend: db.prepare<[number, number]>(
       `UPDATE outbox SET state = 'pending', resent = 1, run_at = ?, unknown_since = NULL WHERE id = ? AND state = 'unknown'`,
@@ -149,7 +152,11 @@ export function createDeliveryStore(db: Db) {
     pullForward: db.prepare<[number, number]>(
       `UPDATE outbox SET run_at = ? WHERE state = 'pending' AND run_at > ? AND error_class IN ('server', 'network')`,
     ),
-    nextRunAt: db.prepare<[], { at: number | null }>(`SELECT MIN(run_at) AS at FROM outbox WHERE state IN ('pending', 'unknown')`),
+    // One MIN per state, each on its partial index (outbox_due, outbox_unknown_due).
+    nextRunAt: db.prepare<[], { at: number | null }>(
+      `SELECT MIN(at) AS at FROM (SELECT MIN(run_at) AS at FROM outbox WHERE state = 'pending'
+                                  UNION ALL SELECT MIN(run_at) FROM outbox WHERE state = 'unknown')`,
+    ),
   };
 
   return {
