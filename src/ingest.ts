@@ -161,7 +161,6 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
     let newMessages = 0;
     let newStatuses = 0;
     let deadLetters = 0;
-    const seen: Array<[WebhookItem['kind'], ItemResult]> = [];
     for (const item of parsed.items) {
       let result: ItemResult;
       try {
@@ -175,11 +174,10 @@ export function createIngest(db: Db, store: WebhookStore, hooks: IngestHooks = {
       if (result === 'new' && item.kind === 'message') newMessages++;
       if (result === 'new' && item.kind === 'status') newStatuses++;
       if (result === 'dead_letter') deadLetters++;
-      seen.push([item.kind, result]);
+      observer.item?.(item.kind, result);
     }
     const duplicateBody = keyed && newMessages + newStatuses + deadLetters === 0;
     if (duplicateBody) store.deleteInbox(inboxId);
-    for (const [kind, result] of seen) observer.item?.(kind, result);
     return { duplicateBody, items: parsed.items.length, newMessages, newStatuses, deadLetters };
   }
 

@@ -106,7 +106,7 @@ async function buildWriteSide(config: Config, options: ServiceOptions, catalog: 
     db.close();
     throw error;
   }
-  const checkpointer = startCheckpointer(db);
+  const checkpointer = startCheckpointer(config.databasePath);
   writer.onBatch(batchObserver(t));
   const deliveryStore = createDeliveryStore(db);
   const record = (request: IngestRequest, commit: Span): Promise<IngestOutcome> => {

@@ -68,6 +68,12 @@ export function drawJitter(random: () => number): number[] {
 
 const DELIVERY_METHODS = ['click', 'unlock', 'messageSent', 'messageStatus', 'sendAttempt', 'deadLetter', 'possibleDuplicate', 'clickToSent', 'clickToDelivered'] as const;
 const INGEST_METHODS = ['item', 'unparseable'] as const;
+// A method added to an observer interface but not listed above would be dropped silently in the
+// thread: these fail to compile until the lists are complete.
+const deliveryListed: Exclude<keyof DeliveryObserver, (typeof DELIVERY_METHODS)[number]> extends never ? true : never = true;
+const ingestListed: Exclude<keyof IngestObserver, (typeof INGEST_METHODS)[number]> extends never ? true : never = true;
+void deliveryListed;
+void ingestListed;
 
 function recorder<T>(target: Effect[0], methods: readonly string[], sink: () => Effect[]): T {
   const out: Record<string, (...args: unknown[]) => void> = {};

@@ -17,7 +17,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { GroupCommitter, StorageUnavailableError } from './group-commit';
 import { parseCatalog } from './packs';
 import { openDatabase, isStorageUnavailable, type Db } from './store/database';
-import { WRITER_AUTOCHECKPOINT_PAGES, WAL_SIZE_LIMIT_BYTES } from './store/checkpointer';
+import { configureWriterCheckpoints } from './store/checkpointer';
 import { createWriteOps, type Effect, type WriteOp, type WriterSettings } from './writer-ops';
 
 /** How much the writer thread's nice value is lowered (more CPU share when threads compete). */
@@ -68,8 +68,7 @@ function main(): void {
   let db: Db;
   try {
     db = openDatabase(data.databasePath, { migrate: false, busyTimeoutMs: data.busyTimeoutMs });
-    db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
-    db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+    configureWriterCheckpoints(db);
   } catch (error) {
     post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     return;

@@ -10,6 +10,14 @@ const B = '15550002002';
 let rig: DeliveryRig | undefined;
 let clock: ManualClock;
 
+/** A's first message once its first attempt failed and it waits for a retry. */
+function firstAttemptFailed(r: DeliveryRig) {
+  return r.until(() => {
+    const row = r.rows(A)[0];
+    return row !== undefined && row.state === 'pending' && row.attempts === 1 && row;
+  });
+}
+
 afterEach(async () => {
   await rig?.stop();
   rig = undefined;
@@ -27,10 +35,7 @@ describe('recovery after a Graph API outage', () => {
     });
     const r = rig;
     expect((await r.tap(A, 'duo')).status).toBe(200);
-    const failed = await r.until(() => {
-      const row = r.rows(A)[0];
-      return row !== undefined && row.state === 'pending' && row.attempts === 1 && row;
-    });
+    const failed = await firstAttemptFailed(r);
     const t0 = clock();
     expect(failed.run_at).toBeGreaterThan(t0); // waiting out its backoff
     expect(failed).toMatchObject({ error_class: 'server' });
@@ -53,10 +58,7 @@ describe('recovery after a Graph API outage', () => {
     });
     const r = rig;
     expect((await r.tap(A, 'duo')).status).toBe(200);
-    const failed = await r.until(() => {
-      const row = r.rows(A)[0];
-      return row !== undefined && row.state === 'pending' && row.attempts === 1 && row;
-    });
+    const failed = await firstAttemptFailed(r);
     expect((await r.tap(B, 'duo')).status).toBe(200);
     await r.until(() => r.unlock(B, 'duo')?.state === 'completed');
     expect(r.rows(A)[0]).toMatchObject({ state: 'pending', attempts: 1, run_at: failed.run_at });

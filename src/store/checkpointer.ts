@@ -65,27 +65,27 @@ export interface Checkpointer {
   stop(): Promise<void>;
 }
 
-/** Starts background checkpoints for the writer `db` (a file database in WAL mode). */
-export function startCheckpointer(db: Db, intervalMs = 50): Checkpointer {
+/**
+ * The writer connection's side of it: a high automatic threshold (the backstop that lets the
+ * WAL start over) and a cap on the WAL file kept after a restart. The writer thread calls this
+ * on its own connection; it is the only connection that commits on the hot path.
+ */
+export function configureWriterCheckpoints(db: Db): void {
   db.pragma(`wal_autocheckpoint = ${WRITER_AUTOCHECKPOINT_PAGES}`);
   db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+}
+
+/**
+ * Starts background checkpoints of the database file at `path` (WAL mode). If the worker cannot
+ * run, the writer's own automatic checkpoint still bounds the WAL, only with its stalls.
+ */
+export function startCheckpointer(path: string, intervalMs = 50): Checkpointer {
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
-    workerData: { driver: require.resolve('better-sqlite3'), path: db.name, intervalMs, backlogFrames: BACKLOG_FRAMES },
+    workerData: { driver: require.resolve('better-sqlite3'), path, intervalMs, backlogFrames: BACKLOG_FRAMES },
   });
   worker.unref();
-  // If the worker cannot run, the writer checkpoints by itself as SQLite normally does.
-  const fallBack = (): void => {
-    try {
-      if (db.open) db.pragma('wal_autocheckpoint = 1000');
-    } catch {
-      // The database is closing.
-    }
-  };
-  worker.on('message', (message: { error?: string }) => {
-    if (message.error !== undefined) fallBack();
-  });
-  worker.on('error', fallBack);
+  worker.on('error', () => undefined); // its last pass is lost; the writer's backstop remains
   let stopped: Promise<void> | undefined;
   return {
     stop() {
@@ -94,7 +94,9 @@ export function startCheckpointer(db: Db, intervalMs = 50): Checkpointer {
           clearTimeout(force);
           resolve();
         };
-        const force = setTimeout(() => void worker.terminate().then(done, done), 2_000);
+        // Never terminate() a thread that may be inside a SQLite call (that aborts the process):
+        // if it does not answer in time, stop waiting for it.
+        const force = setTimeout(done, 2_000);
         worker.once('exit', done);
         worker.on('message', (message: { stopped?: boolean }) => {
           if (message.stopped === true) void worker.terminate().then(done, done);
