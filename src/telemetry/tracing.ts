@@ -39,6 +39,7 @@ import {
   ATTR_URL_PATH,
   ATTR_URL_SCHEME,
 } from '@opentelemetry/semantic-conventions';
+import { LeanSpan, LeanTracer } from './lean-span';
 import { SERVICE_VERSION } from './resource';
 
 export { contactHash } from '../log';
@@ -62,7 +63,10 @@ const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT'
 let cachedProvider: TracerProvider | undefined;
 let cachedTracer: Tracer | undefined;
 export function tracer(): Tracer {
-  const provider = trace.getTracerProvider();
+  // The global provider is a proxy for the registered one: key the cache on what it delegates
+  // to, so a tracer taken before the SDK started is not kept after it started.
+  const global = trace.getTracerProvider() as TracerProvider & { getDelegate?: () => TracerProvider };
+  const provider = global.getDelegate?.() ?? global;
   if (provider !== cachedProvider || cachedTracer === undefined) {
     cachedProvider = provider;
     cachedTracer = provider.getTracer(TRACER_NAME, SERVICE_VERSION);
@@ -70,17 +74,25 @@ export function tracer(): Tracer {
   return cachedTracer;
 }
 
+// The webhook's spans come from a LeanTracer sharing the SDK tracer's parts (lean-span.ts).
+let leanFor: Tracer | undefined;
+let cachedLean: LeanTracer | undefined;
+function leanTracer(): LeanTracer | undefined {
+  const sdkTracer = tracer();
+  if (sdkTracer !== leanFor) {
+    leanFor = sdkTracer;
+    cachedLean = LeanTracer.from(sdkTracer);
+  }
+  return cachedLean;
+}
+
 /** The server span of one webhook request: "POST /webhook", kind SERVER, a root of its trace. */
 export function webhookServerSpan(method: string, path: string, serverPort: number, route = '/webhook'): Span {
   const m = KNOWN_METHODS.has(method) ? method : '_OTHER';
-  return tracer().startSpan(
-    `${m} ${route}`,
-    {
-      kind: SpanKind.SERVER,
-      attributes: { [ATTR_HTTP_REQUEST_METHOD]: m, [ATTR_URL_PATH]: path, [ATTR_HTTP_ROUTE]: route, [ATTR_URL_SCHEME]: 'http', [ATTR_SERVER_PORT]: serverPort },
-    },
-    ROOT_CONTEXT,
-  );
+  const attributes = { [ATTR_HTTP_REQUEST_METHOD]: m, [ATTR_URL_PATH]: path, [ATTR_HTTP_ROUTE]: route, [ATTR_URL_SCHEME]: 'http', [ATTR_SERVER_PORT]: serverPort };
+  const lean = leanTracer();
+  if (lean !== undefined) return lean.startSpan(`${m} ${route}`, SpanKind.SERVER, attributes, undefined);
+  return tracer().startSpan(`${m} ${route}`, { kind: SpanKind.SERVER, attributes }, ROOT_CONTEXT);
 }
 
 /** The parts of an express request/response (or node:http ones) the REST server span reads. */
@@ -174,6 +186,10 @@ export function withSpanId<T>(spanId: string, fn: () => T): T {
 
 /** A child span (webhook.verify, webhook.commit, unlock.tap, …) of `parent`, or of the active span. */
 export function childSpan(name: string, parent?: Span | Context, attributes?: Attributes, kind: SpanKind = SpanKind.INTERNAL): Span {
+  if (parent instanceof LeanSpan) {
+    const lean = leanTracer();
+    if (lean !== undefined) return lean.startSpan(name, kind, scrub(attributes), parent);
+  }
   return tracer().startSpan(name, { kind, attributes: scrub(attributes) }, toContext(parent));
 }
 
