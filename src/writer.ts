@@ -193,8 +193,6 @@ export class Writer {
 
   private settle(results: readonly WireResult[], batch: { size: number; failed: number; durationMs: number; committed: boolean }): void {
     this.inThread = Math.max(0, this.inThread - results.length);
-    // The thread is between batches: hand it what was held meanwhile before anything else.
-    this.post();
     for (const result of results) {
       const waiter = this.waiting.get(result[0]);
       if (waiter === undefined) continue;
@@ -209,6 +207,13 @@ export class Writer {
     }
     for (const observer of this.observers) observer(batch);
     if (batch.committed) for (const listener of this.afterCommit) listener();
+    // The thread is between batches: hand it what was held meanwhile, once this batch's callers
+    // have run (their continuations were queued above, ahead of this). Waking the thread can
+    // preempt this one on a busy machine; doing it after the replies are written lets them go
+    // out first.
+    queueMicrotask(() => {
+      if (this.inThread === 0) this.post();
+    });
   }
 
   private replay(effects: readonly Effect[], context: unknown): void {
