@@ -84,7 +84,12 @@ function describe(arg: unknown): string {
   }
 }
 
-/** Wraps a span exporter so every failed export is counted; the result still reaches the batch processor. */
+/**
+ * Wraps a span exporter so every failed export is counted; the result still reaches the batch
+ * processor. The export itself starts on the next turn of the event loop: the batch processor
+ * exports from inside the span.end() that fills a batch, which on the webhook is inside a
+ * request's reply, and encoding 512 spans there held up the replies still waiting in that turn.
+ */
 export class CountingSpanExporter implements SpanExporter {
   constructor(
     private readonly inner: SpanExporter,
@@ -98,11 +103,13 @@ export class CountingSpanExporter implements SpanExporter {
       else this.onSuccess();
       resultCallback(result);
     };
-    try {
-      this.inner.export(spans, done);
-    } catch (error) {
-      done({ code: ExportResultCode.FAILED, error: error instanceof Error ? error : new Error(String(error)) });
-    }
+    setImmediate(() => {
+      try {
+        this.inner.export(spans, done);
+      } catch (error) {
+        done({ code: ExportResultCode.FAILED, error: error instanceof Error ? error : new Error(String(error)) });
+      }
+    });
   }
 
   shutdown(): Promise<void> {
