@@ -155,6 +155,20 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     expect(l.droppedEventsCount).toBe(1);
   });
 
+  test('links added after the start, with link and per-link attribute limits', () => {
+    const { ids, sdk, lean } = setup({ spanLimits: { linkCountLimit: 2, attributePerLinkCountLimit: 1 } });
+    const linked = (n: number) => ({ traceId: n.toString(16).padStart(32, 'a'), spanId: n.toString(16).padStart(16, 'b'), traceFlags: 1 });
+    const { s, l } = both(lean, sdk, ids, 'linked', SpanKind.INTERNAL, undefined, (span) => {
+      span.addLink({ context: linked(1), attributes: { a: 1, b: 2 } });
+      span.addLinks([{ context: linked(2) }, { context: linked(3), attributes: { c: 'three' } }]);
+      span.end();
+    });
+    expect(view(l)).toEqual(view(s));
+    expect(l.links).toHaveLength(2);
+    expect(l.droppedLinksCount).toBe(1);
+    expect(timeless([l])).toBe(timeless([s]));
+  });
+
   test('any attribute set, as a property: same kept attributes and dropped count as the SDK', () => {
     const value = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.array(fc.string(), { maxLength: 3 }), fc.constant(undefined), fc.constant(null));
     fc.assert(

@@ -130,11 +130,12 @@ export class LeanSpan implements Span, ReadableSpan {
   readonly instrumentationScope: Scope;
   droppedAttributesCount = 0;
   droppedEventsCount = 0;
-  readonly droppedLinksCount = 0;
+  droppedLinksCount = 0;
   private attributeCount = 0;
   private readonly startMs: number;
   private readonly startPerf: number;
   private endMs = -1;
+  private finished = false;
   private context: Context | undefined;
 
   constructor(
@@ -178,7 +179,7 @@ export class LeanSpan implements Span, ReadableSpan {
   }
 
   get ended(): boolean {
-    return this.endMs >= 0;
+    return this.finished;
   }
 
   setAttribute(key: string, value: AttributeValue | undefined): this {
@@ -229,12 +230,31 @@ export class LeanSpan implements Span, ReadableSpan {
   }
 
   addLink(link: Link): this {
-    // The webhook's spans carry no links; a link added later is kept (within the limit) as the SDK would.
+    // The webhook's spans carry no links; one added later is kept as the SDK keeps it.
     if (this.endedWarning()) return this;
-    const limit = this.parts._spanLimits.linkCountLimit;
-    if (limit !== undefined && this.links.length >= limit) return this;
+    const limits = this.parts._spanLimits;
+    if (limits.linkCountLimit === 0) {
+      this.droppedLinksCount++;
+      return this;
+    }
     if (this.links === NO_LINKS) this.links = [];
-    this.links.push({ context: link.context, ...(link.attributes !== undefined ? { attributes: sanitizeAttributes(link.attributes) } : {}) });
+    if (limits.linkCountLimit !== undefined && this.links.length >= limits.linkCountLimit) {
+      this.links.shift();
+      this.droppedLinksCount++;
+    }
+    const kept: Attributes = {};
+    let count = 0;
+    let dropped = 0;
+    const clean = sanitizeAttributes(link.attributes);
+    for (const key in clean) {
+      if (limits.attributePerLinkCountLimit !== undefined && count >= limits.attributePerLinkCountLimit) {
+        dropped++;
+        continue;
+      }
+      kept[key] = this.truncate(clean[key] as AttributeValue);
+      count++;
+    }
+    this.links.push({ context: link.context, ...(count > 0 ? { attributes: kept } : {}), ...(dropped > 0 ? { droppedAttributesCount: dropped } : {}) });
     return this;
   }
 
@@ -261,10 +281,13 @@ export class LeanSpan implements Span, ReadableSpan {
     }
     let end = endTime === undefined ? this.startMs + (performance.now() - this.startPerf) : toMs(endTime, this.startMs, this.startPerf);
     if (end < this.startMs) end = this.startMs;
+    // As the SDK orders it: the end time is readable while onEnding runs, the span counts as
+    // ended only after.
+    this.endMs = end;
     const processor = this.parts._spanProcessor;
     processor.onEnding?.(this as never);
     this.recordEnd?.();
-    this.endMs = end;
+    this.finished = true;
     processor.onEnd(this);
   }
 
@@ -276,7 +299,7 @@ export class LeanSpan implements Span, ReadableSpan {
     const attributes: Attributes = {};
     if (typeof exception === 'string') attributes[ATTR_EXCEPTION_MESSAGE] = exception;
     else if (exception) {
-      const type = exception.code !== undefined ? String(exception.code) : exception.name;
+      const type = exception.code ? String(exception.code) : exception.name;
       if (type) attributes[ATTR_EXCEPTION_TYPE] = type;
       if (exception.message) attributes[ATTR_EXCEPTION_MESSAGE] = exception.message;
       if (exception.stack) attributes[ATTR_EXCEPTION_STACKTRACE] = exception.stack;
