@@ -193,6 +193,20 @@ export class Writer {
 
   private settle(results: readonly WireResult[], batch: { size: number; failed: number; durationMs: number; committed: boolean }): void {
     this.inThread = Math.max(0, this.inThread - results.length);
+    try {
+      this.deliver(results, batch);
+    } finally {
+      // The thread is between batches: hand it what was held meanwhile, once this batch's
+      // callers have run (their continuations were queued in deliver, ahead of this). Waking the
+      // thread can preempt this one on a busy machine; doing it after the replies are written
+      // lets them go out first.
+      queueMicrotask(() => {
+        if (this.inThread === 0) this.post();
+      });
+    }
+  }
+
+  private deliver(results: readonly WireResult[], batch: { size: number; failed: number; durationMs: number; committed: boolean }): void {
     for (const result of results) {
       const waiter = this.waiting.get(result[0]);
       if (waiter === undefined) continue;
@@ -207,13 +221,6 @@ export class Writer {
     }
     for (const observer of this.observers) observer(batch);
     if (batch.committed) for (const listener of this.afterCommit) listener();
-    // The thread is between batches: hand it what was held meanwhile, once this batch's callers
-    // have run (their continuations were queued above, ahead of this). Waking the thread can
-    // preempt this one on a busy machine; doing it after the replies are written lets them go
-    // out first.
-    queueMicrotask(() => {
-      if (this.inThread === 0) this.post();
-    });
   }
 
   private replay(effects: readonly Effect[], context: unknown): void {

@@ -4,7 +4,8 @@
  * sampling), differing only in the clock readings. Then the webhook helpers under the real SDK:
  * they make LeanSpans, and without an SDK they fall back to the API's no-op spans.
  */
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
+import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
@@ -20,9 +21,10 @@ import {
   type SpanLimits,
 } from '@opentelemetry/sdk-trace-base';
 import fc from 'fast-check';
-import { afterAll, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, describe, expect, test, vi } from 'vitest';
 import { LeanSpan, LeanTracer, msToHrTime } from '../src/telemetry/lean-span';
 import { encodeSpans } from '../src/telemetry/otlp-json';
+import { CountingSpanExporter } from '../src/telemetry/diagnostics';
 import { startTelemetry } from '../src/telemetry/sdk';
 import { childSpan, endServerSpan, failSpan, SPAN, webhookServerSpan } from '../src/telemetry/tracing';
 
@@ -38,6 +40,9 @@ class CountingIds implements IdGenerator {
 }
 
 const providers: BasicTracerProvider[] = [];
+afterEach(() => {
+  vi.restoreAllMocks();
+});
 afterAll(async () => {
   for (const provider of providers) await provider.shutdown();
 });
@@ -76,6 +81,9 @@ function view(span: ReadableSpan) {
     resource: span.resource,
     instrumentationScope: span.instrumentationScope,
     ended: span.ended,
+    startTime: span.startTime,
+    endTime: span.endTime,
+    duration: span.duration,
   };
 }
 
@@ -84,11 +92,15 @@ function timeless(spans: ReadableSpan[]): string {
   return Buffer.from(encodeSpans(spans)).toString('utf8').replace(/"(start|end|time)(TimeUnixNano|UnixNano)":"\d+"/g, '"$1$2":"0"');
 }
 
+/** Scripts end spans at an explicit [seconds, nanoseconds], kept exactly by both. */
+const END: [number, number] = [1_764_129_001, 987_654_321];
+
 /** The same script run on one span: attributes set late, an event, a status, the end. */
 type Script = (span: Span) => void;
 
 function both(lean: LeanTracer, sdk: Tracer, ids: CountingIds, name: string, kind: SpanKind, attributes: Attributes | undefined, script: Script) {
-  // Interleave so both draw the same ids: reset the counter between the two.
+  // The same wall clock for both starts, and the same ids: reset the counter between the two.
+  vi.spyOn(Date, 'now').mockReturnValue(1_764_129_000_123);
   const before = (ids as unknown as { n: number }).n;
   const s = sdk.startSpan(name, { kind, ...(attributes !== undefined ? { attributes } : {}) }, ROOT_CONTEXT);
   script(s);
@@ -104,7 +116,7 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     const attributes = { 'http.request.method': 'POST', 'url.path': '/webhook', 'http.route': '/webhook', 'url.scheme': 'http', 'server.port': 3000 };
     const { s, l } = both(lean, sdk, ids, 'POST /webhook', SpanKind.SERVER, attributes, (span) => {
       span.setAttribute('http.response.status_code', 200);
-      span.end();
+      span.end(END);
     });
     expect(l).toBeInstanceOf(LeanSpan);
     expect(view(l)).toEqual(view(s));
@@ -130,7 +142,7 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
       span.recordException(new Error('disk full'));
       span.setStatus({ code: SpanStatusCode.ERROR, message: 'database is locked' });
       span.updateName('webhook.commit (failed)');
-      span.end();
+      span.end(END);
       // Ignored after the end, by both.
       span.setAttribute('after.end', 1);
       span.setStatus({ code: SpanStatusCode.OK });
@@ -147,12 +159,34 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
       span.setAttribute('one', 'replaced value');
       span.addEvent('first', { a: 1, b: 2 });
       span.addEvent('second', { c: 3 });
-      span.end();
+      span.end(END);
     });
     expect(view(l)).toEqual(view(s));
     expect(l.attributes).toEqual({ one: 'repl', two: ['long', 'x'] });
     expect(l.droppedAttributesCount).toBe(2);
     expect(l.droppedEventsCount).toBe(1);
+  });
+
+  test('children of a LeanSpan against children of the SDK span', () => {
+    const { ids, sdk, lean } = setup();
+    vi.spyOn(Date, 'now').mockReturnValue(1_764_129_000_500);
+    const sdkParent = sdk.startSpan('POST /webhook', { kind: SpanKind.SERVER }, ROOT_CONTEXT);
+    const sdkChild = sdk.startSpan(SPAN.commit, { attributes: { 'a.list': ['x', 'y'] } }, trace.setSpan(ROOT_CONTEXT, sdkParent));
+    (ids as unknown as { n: number }).n = 0;
+    const leanParent = lean.startSpan('POST /webhook', SpanKind.SERVER, undefined, undefined);
+    const leanChild = lean.startSpan(SPAN.commit, SpanKind.INTERNAL, { 'a.list': ['x', 'y'] }, leanParent);
+    for (const span of [sdkChild, leanChild, sdkParent, leanParent]) span.end(END);
+    expect(view(leanChild as unknown as ReadableSpan)).toEqual(view(sdkChild as unknown as ReadableSpan));
+    expect(view(leanParent as unknown as ReadableSpan)).toEqual(view(sdkParent as unknown as ReadableSpan));
+  });
+
+  test('start attributes are copied: a list changed after the start is exported as it was', () => {
+    const { lean } = setup();
+    const list = ['a'];
+    const span = lean.startSpan('copied', SpanKind.INTERNAL, { list }, undefined) as unknown as ReadableSpan & Span;
+    list.push('b');
+    span.end();
+    expect(span.attributes.list).toEqual(['a']);
   });
 
   test('links added after the start, with link and per-link attribute limits', () => {
@@ -161,7 +195,7 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     const { s, l } = both(lean, sdk, ids, 'linked', SpanKind.INTERNAL, undefined, (span) => {
       span.addLink({ context: linked(1), attributes: { a: 1, b: 2 } });
       span.addLinks([{ context: linked(2) }, { context: linked(3), attributes: { c: 'three' } }]);
-      span.end();
+      span.end(END);
     });
     expect(view(l)).toEqual(view(s));
     expect(l.links).toHaveLength(2);
@@ -174,7 +208,7 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     fc.assert(
       fc.property(fc.dictionary(fc.string({ maxLength: 6 }), value, { maxKeys: 6 }), fc.integer({ min: 1, max: 8 }), (attributes, limit) => {
         const { ids, sdk, lean } = setup({ spanLimits: { attributeCountLimit: limit, attributeValueLengthLimit: 3 } });
-        const { s, l } = both(lean, sdk, ids, 'prop', SpanKind.INTERNAL, attributes as Attributes, (span) => span.end());
+        const { s, l } = both(lean, sdk, ids, 'prop', SpanKind.INTERNAL, attributes as Attributes, (span) => span.end(END));
         expect(view(l)).toEqual(view(s));
       }),
       { numRuns: 100 },
@@ -197,6 +231,16 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     const early = lean.startSpan('early', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan & Span;
     early.end(new Date(Date.now() - 60_000));
     expect(early.duration).toEqual([0, 0]);
+    // An [s, ns] end is kept to the nanosecond; a performance timestamp is read as the SDK reads it.
+    const exact = lean.startSpan('exact', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan & Span;
+    const later: [number, number] = [Math.floor(Date.now() / 1000) + 10, 987_654_321];
+    exact.end(later);
+    expect(exact.endTime).toEqual(later);
+    const perf = lean.startSpan('perf', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan & Span;
+    const perfNow = performance.now();
+    perf.end(perfNow);
+    const perfEndMs = perf.endTime[0] * 1000 + perf.endTime[1] / 1e6;
+    expect(Math.abs(perfEndMs - Date.now())).toBeLessThan(50);
     expect(msToHrTime(1_700_000_000_123.5)).toEqual([1_700_000_000, 123_500_000]);
   });
 });
@@ -209,7 +253,7 @@ describe('sampling is the SDK sampler’s', () => {
     expect(span.isRecording()).toBe(false);
     expect(trace.isSpanContextValid(span.spanContext())).toBe(true);
     expect(span.spanContext().traceFlags).toBe(TraceFlags.NONE);
-    span.end();
+    span.end(END);
     expect(memory.getFinishedSpans()).toHaveLength(0);
   });
 
@@ -250,6 +294,9 @@ describe('the webhook helpers', () => {
       expect(readable.attributes).toMatchObject({ 'http.request.method': 'POST', 'http.response.status_code': 503, 'error.type': '503' });
       expect(readable.status.code).toBe(SpanStatusCode.ERROR);
       expect((commit as unknown as ReadableSpan).parentSpanContext?.spanId).toBe(server.spanContext().spanId);
+      // Tracing suppressed in the active context: no recording child, as with the SDK's tracer.
+      const suppressed = context.with(suppressTracing(context.active()), () => childSpan(SPAN.verify, server));
+      expect(suppressed.isRecording()).toBe(false);
       // An SDK span under a LeanSpan (the tap span under the commit span) joins its trace.
       const tap = childSpan(SPAN.tap, trace.setSpan(ROOT_CONTEXT, commit));
       expect(tap).not.toBeInstanceOf(LeanSpan);
@@ -260,5 +307,35 @@ describe('the webhook helpers', () => {
     } finally {
       await runtime.shutdown();
     }
+  });
+});
+
+describe('deferred exports (CountingSpanExporter)', () => {
+  test('start after the current turn; flush and shutdown wait for them; failures counted once', async () => {
+    const calls: string[] = [];
+    let failures = 0;
+    const inner = {
+      export(spans: ReadableSpan[], done: (r: { code: number; error?: Error }) => void) {
+        calls.push(`export ${spans.length}`);
+        done({ code: spans.length === 0 ? 1 : 0, ...(spans.length === 0 ? { error: new Error('empty') } : {}) });
+        done({ code: 0 }); // a second callback is ignored
+      },
+      shutdown: async () => void calls.push('shutdown'),
+      forceFlush: async () => void calls.push('flush'),
+    };
+    const exporter = new CountingSpanExporter(inner, () => failures++);
+    const results: number[] = [];
+    const { memory, lean } = setup();
+    lean.startSpan('x', SpanKind.INTERNAL, undefined, undefined).end();
+    exporter.export(memory.getFinishedSpans() as ReadableSpan[], (r) => results.push(r.code));
+    exporter.export([], (r) => results.push(r.code));
+    expect(calls).toEqual([]); // nothing ran inside the caller's turn
+    await exporter.forceFlush();
+    expect(calls).toEqual(['export 1', 'export 0', 'flush']);
+    expect(results).toEqual([0, 1]);
+    expect(failures).toBe(1);
+    exporter.export([], () => undefined);
+    await exporter.shutdown();
+    expect(calls.slice(-2)).toEqual(['export 0', 'shutdown']);
   });
 });

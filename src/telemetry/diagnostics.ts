@@ -97,26 +97,39 @@ export class CountingSpanExporter implements SpanExporter {
     private readonly onSuccess: () => void = () => undefined,
   ) {}
 
+  /** Exports scheduled but not yet handed to the inner exporter (flush and shutdown wait for them). */
+  private readonly scheduled = new Set<Promise<void>>();
+
   export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+    let settled = false;
     const done = (result: ExportResult): void => {
+      if (settled) return;
+      settled = true;
       if (result.code !== ExportResultCode.SUCCESS) this.failed(result.error);
       else this.onSuccess();
       resultCallback(result);
     };
-    setImmediate(() => {
-      try {
-        this.inner.export(spans, done);
-      } catch (error) {
-        done({ code: ExportResultCode.FAILED, error: error instanceof Error ? error : new Error(String(error)) });
-      }
+    const started = new Promise<void>((resolve) => {
+      setImmediate(() => {
+        this.scheduled.delete(started);
+        resolve();
+        try {
+          this.inner.export(spans, done);
+        } catch (error) {
+          done({ code: ExportResultCode.FAILED, error: error instanceof Error ? error : new Error(String(error)) });
+        }
+      });
     });
+    this.scheduled.add(started);
   }
 
-  shutdown(): Promise<void> {
+  async shutdown(): Promise<void> {
+    await Promise.all(this.scheduled);
     return this.inner.shutdown();
   }
 
-  forceFlush(): Promise<void> {
+  async forceFlush(): Promise<void> {
+    await Promise.all(this.scheduled);
     return this.inner.forceFlush?.() ?? Promise.resolve();
   }
 

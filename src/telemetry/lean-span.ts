@@ -39,7 +39,7 @@ import {
   type TimeInput,
   type Tracer,
 } from '@opentelemetry/api';
-import { isAttributeValue, isTracingSuppressed, sanitizeAttributes } from '@opentelemetry/core';
+import { addHrTimes, hrTime, hrTimeDuration, isAttributeValue, isTimeInput, isTimeInputHrTime, isTracingSuppressed, millisToHrTime, otperformance, sanitizeAttributes } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import { SamplingDecision, type IdGenerator, type ReadableSpan, type Sampler, type SpanLimits, type SpanProcessor, type TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { ATTR_EXCEPTION_MESSAGE, ATTR_EXCEPTION_STACKTRACE, ATTR_EXCEPTION_TYPE } from '@opentelemetry/semantic-conventions';
@@ -94,7 +94,9 @@ export class LeanTracer {
    */
   startSpan(name: string, kind: SpanKind, attributes: Attributes | undefined, parent: Span | undefined): Span {
     const parts = this.parts;
-    const parentContext = parent === undefined ? ROOT_CONTEXT : parent instanceof LeanSpan ? parent.asContext() : trace.setSpan(contextApi.active(), parent);
+    // As the SDK's childSpan path: the parent set on the active context (cached when that is the root, as on the webhook).
+    const active = parent === undefined ? ROOT_CONTEXT : contextApi.active();
+    const parentContext = parent === undefined ? ROOT_CONTEXT : parent instanceof LeanSpan && active === ROOT_CONTEXT ? parent.asContext() : trace.setSpan(active, parent);
     if (parent !== undefined && isTracingSuppressed(parentContext)) return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
     const parentSpanContext = parent?.spanContext();
     // A LeanSpan's ids came from the id generator: valid without the regular-expression check.
@@ -103,7 +105,13 @@ export class LeanTracer {
     const spanId = parts._idGenerator.generateSpanId();
     const traceId = validParent?.traceId ?? parts._idGenerator.generateTraceId();
     const initial: Attributes = {};
-    if (attributes !== undefined) for (const key in attributes) if (validAttribute(key, attributes[key])) initial[key] = attributes[key];
+    if (attributes !== undefined) {
+      for (const key of Object.keys(attributes)) {
+        const value = attributes[key];
+        // Arrays are copied, as sanitizeAttributes copies them: later changes by the caller do not show.
+        if (validAttribute(key, value)) initial[key] = Array.isArray(value) ? (value.slice() as AttributeValue) : value;
+      }
+    }
     const sampling = parts._sampler.shouldSample(parentContext, traceId, name, kind, initial, []);
     const recordEnd = parts._tracerMetrics?.startSpan(parentSpanContext, sampling.decision);
     const traceState = sampling.traceState ?? validParent?.traceState;
@@ -111,10 +119,10 @@ export class LeanTracer {
       traceId,
       spanId,
       traceFlags: sampling.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
-      ...(traceState !== undefined ? { traceState } : {}),
+      traceState,
     };
     if (sampling.decision === SamplingDecision.NOT_RECORD) return trace.wrapSpanContext(spanContext);
-    if (sampling.attributes !== undefined) Object.assign(initial, sanitizeAttributes(sampling.attributes));
+    if (sampling.attributes !== undefined) Object.assign(initial, sampling.attributes);
     return new LeanSpan(parts, spanContext, validParent, name, kind, initial, parentContext, recordEnd);
   }
 }
@@ -132,9 +140,14 @@ export class LeanSpan implements Span, ReadableSpan {
   droppedEventsCount = 0;
   droppedLinksCount = 0;
   private attributeCount = 0;
+  /** Date.now() at the start; the SDK's start time is this, as [seconds, nanoseconds]. */
   private readonly startMs: number;
   private readonly startPerf: number;
-  private endMs = -1;
+  /** Date.now() minus the performance clock's epoch reading at the start (the SDK's correction). */
+  private readonly perfOffset: number;
+  private startHr: HrTime | undefined;
+  private endHr: HrTime | undefined;
+  private durationHr: HrTime = [-1, -1];
   private finished = false;
   private context: Context | undefined;
 
@@ -149,10 +162,12 @@ export class LeanSpan implements Span, ReadableSpan {
     private readonly recordEnd: (() => void) | undefined,
   ) {
     this.startMs = Date.now();
-    this.startPerf = performance.now();
+    this.startPerf = otperformance.now();
+    this.perfOffset = this.startMs - (this.startPerf + otperformance.timeOrigin);
     this.resource = parts._resource;
     this.instrumentationScope = parts.instrumentationScope;
-    for (const key in attributes) this.put(key, attributes[key] as AttributeValue);
+    // Checked again: a sampler may have written into the attributes it was given.
+    for (const key of Object.keys(attributes)) if (validAttribute(key, attributes[key])) this.put(key, attributes[key] as AttributeValue);
     parts._spanProcessor.onStart(this as never, parentContext);
   }
 
@@ -167,15 +182,16 @@ export class LeanSpan implements Span, ReadableSpan {
   }
 
   get startTime(): HrTime {
-    return msToHrTime(this.startMs);
+    this.startHr ??= millisToHrTime(this.startMs);
+    return this.startHr;
   }
 
   get endTime(): HrTime {
-    return this.endMs < 0 ? [0, 0] : msToHrTime(this.endMs);
+    return this.endHr ?? [0, 0];
   }
 
   get duration(): HrTime {
-    return this.endMs < 0 ? [-1, -1] : msToHrTime(this.endMs - this.startMs);
+    return this.durationHr;
   }
 
   get ended(): boolean {
@@ -193,7 +209,7 @@ export class LeanSpan implements Span, ReadableSpan {
   }
 
   setAttributes(attributes: Attributes): this {
-    for (const key in attributes) this.setAttribute(key, attributes[key]);
+    for (const key of Object.keys(attributes)) this.setAttribute(key, attributes[key]);
     return this;
   }
 
@@ -202,8 +218,9 @@ export class LeanSpan implements Span, ReadableSpan {
     const limits = this.parts._spanLimits;
     let attributes: Attributes | undefined;
     let at: TimeInput | undefined = time;
-    if (isTimeInput(attributesOrTime)) at ??= attributesOrTime;
-    else attributes = attributesOrTime;
+    if (isTimeInput(attributesOrTime)) {
+      if (!isTimeInput(at)) at = attributesOrTime;
+    } else attributes = attributesOrTime;
     if (limits.eventCountLimit === 0) {
       this.droppedEventsCount++;
       return this;
@@ -279,11 +296,15 @@ export class LeanSpan implements Span, ReadableSpan {
       diag.error(`${this.name} ${this.spanContextValue.traceId}-${this.spanContextValue.spanId} - You can only call end() on a span once.`);
       return;
     }
-    let end = endTime === undefined ? this.startMs + (performance.now() - this.startPerf) : toMs(endTime, this.startMs, this.startPerf);
-    if (end < this.startMs) end = this.startMs;
-    // As the SDK orders it: the end time is readable while onEnding runs, the span counts as
-    // ended only after.
-    this.endMs = end;
+    let end = this.timeOf(endTime);
+    let duration = hrTimeDuration(this.startTime, end);
+    if (duration[0] < 0) {
+      diag.warn('Inconsistent start and end time, startTime > endTime. Setting span duration to 0ms.', this.startTime, end);
+      end = [this.startTime[0], this.startTime[1]];
+      duration = [0, 0];
+    }
+    this.endHr = end;
+    this.durationHr = duration;
     const processor = this.parts._spanProcessor;
     processor.onEnding?.(this as never);
     this.recordEnd?.();
@@ -304,7 +325,7 @@ export class LeanSpan implements Span, ReadableSpan {
       if (exception.message) attributes[ATTR_EXCEPTION_MESSAGE] = exception.message;
       if (exception.stack) attributes[ATTR_EXCEPTION_STACKTRACE] = exception.stack;
     }
-    if (attributes[ATTR_EXCEPTION_TYPE] !== undefined || attributes[ATTR_EXCEPTION_MESSAGE] !== undefined) this.addEvent('exception', attributes, time);
+    if (attributes[ATTR_EXCEPTION_TYPE] || attributes[ATTR_EXCEPTION_MESSAGE]) this.addEvent('exception', attributes, time);
     else diag.warn(`Failed to record an exception ${String(exception)}`);
   }
 
@@ -327,8 +348,12 @@ export class LeanSpan implements Span, ReadableSpan {
     return value;
   }
 
+  /** A time as the SDK's span reads it: performance timestamps corrected to the wall clock, [s, ns] kept as given, else now. */
   private timeOf(input: TimeInput | undefined): HrTime {
-    return msToHrTime(input === undefined ? this.startMs + (performance.now() - this.startPerf) : toMs(input, this.startMs, this.startPerf));
+    if (typeof input === 'number') return input <= otperformance.now() ? hrTime(input + this.perfOffset) : millisToHrTime(input);
+    if (input instanceof Date) return millisToHrTime(input.getTime());
+    if (isTimeInputHrTime(input)) return input;
+    return addHrTimes(this.startTime, millisToHrTime(otperformance.now() - this.startPerf));
   }
 
   private endedWarning(): boolean {
@@ -351,13 +376,3 @@ function validAttribute(key: string, value: unknown): boolean {
   }
 }
 
-function isTimeInput(value: unknown): value is TimeInput {
-  return typeof value === 'number' || value instanceof Date || (Array.isArray(value) && value.length === 2 && typeof value[0] === 'number');
-}
-
-/** A TimeInput as epoch milliseconds; a number below performance.now() is a performance timestamp, as the SDK reads it. */
-function toMs(input: TimeInput, startMs: number, startPerf: number): number {
-  if (typeof input === 'number') return input <= performance.now() ? startMs + (input - startPerf) : input;
-  if (input instanceof Date) return input.getTime();
-  return input[0] * 1000 + input[1] / NANOS_PER_MS;
-}
