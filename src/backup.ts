@@ -2,12 +2,12 @@
  * Online backups and restore.
  *
  * A backup is made with SQLite's backup API (never a file copy: the WAL holds committed pages
- * a copy of the main file would miss). `ctu backup` copies in steps on its own connection with
- * a progress bar; a write by the service makes SQLite restart such a copy, so after a few
- * restarts the rest is taken in one step: one WAL read transaction, which never blocks the
- * webhook's writer. Scheduled backups do the same in a worker thread, so no step ever runs on
- * the webhook's event loop. Each copy is made self-contained (rollback journal mode), checked
- * with integrity_check in a worker thread, and only then renamed into place.
+ * a copy of the main file would miss), in steps, by a worker thread on its own read-only
+ * connection; `ctu backup` and the scheduled backups share that one path, the command drawing
+ * a progress bar from it. A write by the service makes SQLite restart such a copy, so after a
+ * few restarts the rest is taken in one step: one WAL read transaction, which never blocks the
+ * webhook's writer. Each copy is made self-contained (rollback journal mode), checked with
+ * integrity_check in a worker thread, and only then renamed into place.
  *
  * A restore refuses to replace a database that any process has open (see `databaseInUse`),
  * copies and checks the file beside the target, moves the old file aside, then renames.
@@ -23,7 +23,7 @@ import { HOUR } from './duration';
 import type { Logger } from './log';
 import { progressBar } from './progress';
 import { startPeriodic } from './periodic';
-import { openDatabase, readMigrations, type Db } from './store/database';
+import { readMigrations, type Db } from './store/database';
 import { CHECK_COPY_WORKER_SOURCE } from './store/maintenance-store';
 
 export const DEFAULT_BACKUP_INTERVAL_MS = 24 * HOUR;
@@ -47,10 +47,8 @@ export interface BackupResult {
 }
 
 export interface BackupOptions {
-  /** Pages per step; each step runs synchronously, so keep it small on the service's connection. */
-  readonly pagesPerStep?: number;
   readonly onProgress?: (copiedPages: number, totalPages: number) => void;
-  /** Checked between steps; true abandons the backup (shutdown). */
+  /** Polled while copying; true abandons the backup (shutdown). */
   readonly shouldStop?: () => boolean;
 }
 
@@ -58,68 +56,62 @@ export class BackupError extends Error {
   override readonly name = 'BackupError';
 }
 
-/** Backs `db` up to `file` (via `file.partial`), checks the copy, and returns what was written. */
-export async function backupDatabase(db: Db, file: string, options: BackupOptions = {}): Promise<BackupResult> {
-  const started = performance.now();
-  const target = resolve(file);
-  const partial = `${target}.partial`;
-  mkdirSync(dirname(target), { recursive: true });
-  rmSync(partial, { force: true });
-  let restarts = 0;
-  let lastCopied = 0;
-  let rate = options.pagesPerStep ?? 128;
-  try {
-    const done = await db.backup(partial, {
-      progress: ({ totalPages, remainingPages }) => {
-        if (options.shouldStop?.() === true) throw new BackupError('backup abandoned: shutting down');
-        const copied = totalPages - remainingPages;
-        if (copied < lastCopied) {
-          // Another connection wrote meanwhile and SQLite started over; take bigger bites.
-          restarts++;
-          rate = restarts >= RESTARTS_BEFORE_ONE_STEP ? ALL_PAGES : rate * 4;
-        }
-        lastCopied = copied;
-        options.onProgress?.(copied, totalPages);
-        return rate;
-      },
-    });
-    options.onProgress?.(done.totalPages, done.totalPages);
-    const check = await checkCopy(partial, true);
-    const problem = copyProblem(check);
-    if (problem !== undefined) throw new BackupError(`the copy failed its check: ${problem}`);
-    renameSync(partial, target);
-    return { file: target, bytes: statSync(target).size, pages: done.totalPages, restarts, durationMs: performance.now() - started, check };
-  } catch (error) {
-    for (const suffix of ['', '-journal', '-wal', '-shm']) rmSync(`${partial}${suffix}`, { force: true });
-    throw error;
-  }
+/**
+ * The copy, made by a worker thread on its own read-only connection, so no step of it ever
+ * runs on an event loop that serves anything (the destination's final commit alone takes tens
+ * of milliseconds on a 50 MB file).
+ *
+ * Any write by another connection makes SQLite start the copy over at its next step, and the
+ * service writes every millisecond or so under load, so most steps restart. `paceCopy` counts
+ * the restarts (comparing with the previous count alone missed them: a restarted step of the
+ * same size lands on the same count, and `ctu backup` once livelocked that way under load).
+ * After a few restarts the rest is taken in one step: one WAL read transaction, which never
+ * blocks the writer and cannot be restarted.
+ */
+/** Where a stepped copy stands; `pages` is what the next step asks for. */
+export interface CopyPace {
+  pages: number;
+  asked: number;
+  copied: number;
+  restarts: number;
 }
 
 /**
- * The copy for scheduled backups, made by a worker thread on its own read-only connection, so
- * no step of it ever runs on the webhook's event loop (the destination's final commit alone
- * takes tens of milliseconds on a 50 MB file). The service's writes restart a copy made from
- * another connection, so the worker soon copies the rest in one step: one WAL read
- * transaction, which never blocks the writer.
+ * Reads one step's result into `pace`. Self-contained: the copy worker runs its source.
+ * A step copies exactly the pages it asked for unless the copy started over, so a step that
+ * ends short of `copied before + pages asked` was a restart, however big the steps are.
  */
+export function paceCopy(pace: CopyPace, copied: number, restartsBeforeOneStep: number, allPages: number): void {
+  if (copied < pace.copied + pace.asked) {
+    pace.restarts += 1;
+    if (pace.restarts >= restartsBeforeOneStep) pace.pages = allPages;
+  }
+  pace.copied = copied;
+  pace.asked = pace.pages;
+}
+
 const COPY_WORKER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads');
 const Database = require(workerData.driver);
+const paceCopy = ${paceCopy.toString()};
 const source = new Database(workerData.source, { readonly: true, fileMustExist: true });
-let rate = workerData.pagesPerStep, lastCopied = 0, restarts = 0;
+const pace = { pages: workerData.pagesPerStep, asked: 0, copied: 0, restarts: 0 };
 source.backup(workerData.target, {
   progress: ({ totalPages, remainingPages }) => {
-    const copied = totalPages - remainingPages;
-    if (copied < lastCopied && ++restarts >= ${RESTARTS_BEFORE_ONE_STEP}) rate = ${ALL_PAGES};
-    lastCopied = copied;
-    return rate;
+    if (Atomics.load(workerData.stop, 0) === 1) throw new Error('stopped');
+    paceCopy(pace, totalPages - remainingPages, ${RESTARTS_BEFORE_ONE_STEP}, ${ALL_PAGES});
+    parentPort.postMessage({ copied: totalPages - remainingPages, totalPages });
+    return pace.pages;
   },
 }).then(
-  (done) => { source.close(); parentPort.postMessage({ pages: done.totalPages, restarts }); },
+  (done) => { source.close(); parentPort.postMessage({ pages: done.totalPages, restarts: pace.restarts }); },
   (error) => { source.close(); throw error; },
 );`;
 
-export async function backupInWorker(source: string, file: string, options: { readonly shouldStop?: () => boolean } = {}): Promise<BackupResult> {
+type CopyMessage = { copied: number; totalPages: number } | { pages: number; restarts: number };
+
+/** Backs the database at `source` up to `file` (via `file.partial`), checks the copy, and returns what was written. */
+export async function backupInWorker(source: string, file: string, options: BackupOptions = {}): Promise<BackupResult> {
   const started = performance.now();
   const target = resolve(file);
   const partial = `${target}.partial`;
@@ -128,19 +120,32 @@ export async function backupInWorker(source: string, file: string, options: { re
   const driver = createRequire(__filename).resolve('better-sqlite3');
   try {
     const copied = await new Promise<{ pages: number; restarts: number }>((resolvePromise, reject) => {
-      const worker = new Worker(COPY_WORKER_SOURCE, { eval: true, workerData: { driver, source, target: partial, pagesPerStep: 1024 } });
-      const poll = setInterval(() => {
-        if (options.shouldStop?.() === true) void worker.terminate();
-      }, 100);
+      // Stopping is asked for through shared memory and honoured between steps: terminating a
+      // thread inside a SQLite call aborts the whole process.
+      const stop = new Int32Array(new SharedArrayBuffer(4));
+      const worker = new Worker(COPY_WORKER_SOURCE, { eval: true, workerData: { driver, source, target: partial, pagesPerStep: 1024, stop } });
+      const checkStop = (): void => {
+        if (options.shouldStop?.() === true) Atomics.store(stop, 0, 1);
+      };
+      checkStop();
+      const poll = setInterval(checkStop, 100);
       let answer: { pages: number; restarts: number } | undefined;
-      worker.once('message', (message: { pages: number; restarts: number }) => (answer = message));
-      worker.once('error', (error) => reject(new BackupError(`backup of ${source} failed: ${error.message}`)));
+      worker.on('message', (message: CopyMessage) => {
+        if ('copied' in message) {
+          options.onProgress?.(message.copied, message.totalPages);
+          checkStop();
+        } else answer = message;
+      });
+      let failure: Error | undefined;
+      worker.once('error', (error) => (failure = error));
       worker.once('exit', () => {
         clearInterval(poll);
         if (answer !== undefined) resolvePromise(answer);
-        else reject(new BackupError(options.shouldStop?.() === true ? 'backup abandoned: shutting down' : 'the backup worker stopped'));
+        else if (Atomics.load(stop, 0) === 1) reject(new BackupError('backup abandoned: shutting down'));
+        else reject(new BackupError(failure !== undefined ? `backup of ${source} failed: ${failure.message}` : 'the backup worker stopped'));
       });
     });
+    options.onProgress?.(copied.pages, copied.pages);
     const check = await checkCopy(partial, true);
     const problem = copyProblem(check);
     if (problem !== undefined) throw new BackupError(`the copy failed its check: ${problem}`);
@@ -330,10 +335,9 @@ export async function backupCommand(args: readonly string[], config: Pick<Config
     process.stderr.write(`ctu backup: ${out} exists; choose another --out\n`);
     return 2;
   }
-  const db = openDatabase(config.databasePath, { migrate: false, busyTimeoutMs: 5_000 });
   const bar = progressBar(process.stderr);
   try {
-    const result = await backupDatabase(db, out, { pagesPerStep: 1024, onProgress: (copied, total) => bar('backup', copied, total, 'pages') });
+    const result = await backupInWorker(config.databasePath, out, { onProgress: (copied, total) => bar('backup', copied, total, 'pages') });
     bar.done();
     process.stdout.write(
       `backup written to ${result.file}\n  ${formatBytes(result.bytes)}, ${result.pages} pages, integrity ok, schema version ${String(result.check.schemaVersion)}, ` +
@@ -344,8 +348,6 @@ export async function backupCommand(args: readonly string[], config: Pick<Config
     bar.done();
     process.stderr.write(`ctu backup: ${error instanceof Error ? error.message : String(error)}\n`);
     return 1;
-  } finally {
-    db.close();
   }
 }
 

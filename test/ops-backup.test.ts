@@ -6,10 +6,12 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startBackupSchedule } from '../src/backup';
+import { backupInWorker, paceCopy, startBackupSchedule, type CopyPace } from '../src/backup';
 import { createLogger } from '../src/log';
 import { openDatabase, type Db } from '../src/store/database';
 import { makeTempDir, postSigned, startTestService, type CliProcess } from './helpers/webhook';
@@ -135,6 +137,70 @@ describe('backup and restore', () => {
     }
     expect(readFileSync(restoredPath).equals(original)).toBe(true);
     expect(readdirSync(join(dir.path, 'restored')).filter((n) => n.includes('restoring'))).toEqual([]);
+  });
+});
+
+describe('the copy under a writer that never pauses', () => {
+  it('when steps keep landing on the same count, then each is counted as a restart and the copy switches to one step', () => {
+    // Counts seen from a copy of 3,300 pages beside a thread that commits without pause: after
+    // the first step every step started over, except one that got to 2,048.
+    const pace: CopyPace = { pages: 1024, asked: 0, copied: 0, restarts: 0 };
+    const asked: number[] = [];
+    for (const copied of [0, 1024, 1024, 2048, 1024, 1024]) {
+      paceCopy(pace, copied, 3, 0x7fffffff);
+      asked.push(pace.pages);
+    }
+    expect(pace.restarts).toBe(3); // 1024 after 1024, 1024 after 2048, 1024 after 1024; 2048 after 1024 was a step
+    expect(asked).toEqual([1024, 1024, 1024, 1024, 1024, 0x7fffffff]);
+    // Without restarts the count climbs by what was asked and nothing is counted.
+    const quiet: CopyPace = { pages: 100, asked: 0, copied: 0, restarts: 0 };
+    for (const copied of [0, 100, 200, 300]) paceCopy(quiet, copied, 3, 0x7fffffff);
+    expect(quiet).toEqual({ pages: 100, asked: 100, copied: 300, restarts: 0 });
+  });
+
+  it('when another connection commits between every step, then the restarts are counted and the copy still finishes, complete, in one last step', async () => {
+    const path = join(dir.path, 'restarts.db');
+    const db = openDatabase(path);
+    prefill(db, 3_000); // about 3,300 pages: several steps of 1,024
+    db.close();
+    // A thread that commits without pause restarts every step the copy takes from its own
+    // connection, so a restart is never followed by a step that gets further than the last.
+    const stop = new Int32Array(new SharedArrayBuffer(8));
+    const writer = new Worker(
+      `const { workerData } = require('node:worker_threads');
+      const db = new (require(workerData.driver))(workerData.path);
+      const insert = db.prepare('INSERT INTO inbox (body_sha256, received_at, secret_index, item_count, body) VALUES (randomblob(32), 0, 0, 0, randomblob(64))');
+      while (Atomics.load(workerData.stop, 0) === 0) { insert.run(); Atomics.add(workerData.stop, 1, 1); }
+      db.close();`,
+      { eval: true, workerData: { driver: createRequire(__filename).resolve('better-sqlite3'), path, stop } },
+    );
+    const exited = new Promise((resolve) => writer.once('exit', resolve));
+    let lastProgress = { copied: -1, total: -1 };
+    try {
+      await waitFor(() => Atomics.load(stop, 1) > 10, 5_000);
+      const result = await backupInWorker(path, join(dir.path, 'restarts-copy.db'), {
+        onProgress: (copied, total) => (lastProgress = { copied, total }),
+      });
+      expect(result.restarts).toBe(3); // RESTARTS_BEFORE_ONE_STEP, then one step takes the rest
+      expect(result.check.integrity).toEqual(['ok']);
+      expect(lastProgress).toEqual({ copied: result.pages, total: result.pages });
+    } finally {
+      Atomics.store(stop, 0, 1);
+      await exited;
+    }
+  });
+
+  it('when the backup is asked to stop, then it is abandoned at its next step, leaves no partial file, and the process carries on', async () => {
+    const path = join(dir.path, 'stopped.db');
+    const db = openDatabase(path);
+    prefill(db, 3_000);
+    db.close();
+    let steps = 0;
+    // Asked to stop before its first step, it must not finish: the flag is read at every step.
+    const attempt = backupInWorker(path, join(dir.path, 'stopped-copy.db'), { onProgress: () => steps++, shouldStop: () => true });
+    await expect(attempt).rejects.toThrow('backup abandoned: shutting down');
+    expect(steps).toBe(0);
+    expect(readdirSync(dir.path).filter((n) => n.startsWith('stopped-copy'))).toEqual([]);
   });
 });
 
