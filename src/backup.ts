@@ -56,6 +56,29 @@ export class BackupError extends Error {
   override readonly name = 'BackupError';
 }
 
+/** Where a stepped copy stands; `pages` is what the next step asks for. */
+export interface CopyPace {
+  pages: number;
+  asked: number;
+  copied: number;
+  restarts: number;
+}
+
+/**
+ * Reads one step's result into `pace`. A step copies exactly the pages it asked for unless the
+ * copy started over, so a step that ends short of `copied before + pages asked` was a restart,
+ * however big the steps are. The copy worker runs this function's own source text: it must stay
+ * self-contained (no imports, no helpers, nothing a build tool would wrap it in).
+ */
+export function paceCopy(pace: CopyPace, copied: number, restartsBeforeOneStep: number, allPages: number): void {
+  if (copied < pace.copied + pace.asked) {
+    pace.restarts += 1;
+    if (pace.restarts >= restartsBeforeOneStep) pace.pages = allPages;
+  }
+  pace.copied = copied;
+  pace.asked = pace.pages;
+}
+
 /**
  * The copy, made by a worker thread on its own read-only connection, so no step of it ever
  * runs on an event loop that serves anything (the destination's final commit alone takes tens
@@ -67,36 +90,22 @@ export class BackupError extends Error {
  * same size lands on the same count, and `ctu backup` once livelocked that way under load).
  * After a few restarts the rest is taken in one step: one WAL read transaction, which never
  * blocks the writer and cannot be restarted.
+ *
+ * Failures are posted as their message: an error thrown out of a worker reaches the parent
+ * without the message of SQLite's own error class.
  */
-/** Where a stepped copy stands; `pages` is what the next step asks for. */
-export interface CopyPace {
-  pages: number;
-  asked: number;
-  copied: number;
-  restarts: number;
-}
-
-/**
- * Reads one step's result into `pace`. Self-contained: the copy worker runs its source.
- * A step copies exactly the pages it asked for unless the copy started over, so a step that
- * ends short of `copied before + pages asked` was a restart, however big the steps are.
- */
-export function paceCopy(pace: CopyPace, copied: number, restartsBeforeOneStep: number, allPages: number): void {
-  if (copied < pace.copied + pace.asked) {
-    pace.restarts += 1;
-    if (pace.restarts >= restartsBeforeOneStep) pace.pages = allPages;
-  }
-  pace.copied = copied;
-  pace.asked = pace.pages;
-}
-
 const COPY_WORKER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads');
-const Database = require(workerData.driver);
 const paceCopy = ${paceCopy.toString()};
-const source = new Database(workerData.source, { readonly: true, fileMustExist: true });
+const failed = (error) => parentPort.postMessage({ failed: error instanceof Error ? error.message : String(error) });
+let source;
+try {
+  source = new (require(workerData.driver))(workerData.source, { readonly: true, fileMustExist: true });
+} catch (error) {
+  failed(error);
+}
 const pace = { pages: workerData.pagesPerStep, asked: 0, copied: 0, restarts: 0 };
-source.backup(workerData.target, {
+if (source !== undefined) source.backup(workerData.target, {
   progress: ({ totalPages, remainingPages }) => {
     if (Atomics.load(workerData.stop, 0) === 1) throw new Error('stopped');
     paceCopy(pace, totalPages - remainingPages, ${RESTARTS_BEFORE_ONE_STEP}, ${ALL_PAGES});
@@ -105,10 +114,10 @@ source.backup(workerData.target, {
   },
 }).then(
   (done) => { source.close(); parentPort.postMessage({ pages: done.totalPages, restarts: pace.restarts }); },
-  (error) => { source.close(); throw error; },
+  (error) => { source.close(); failed(error); },
 );`;
 
-type CopyMessage = { copied: number; totalPages: number } | { pages: number; restarts: number };
+type CopyMessage = { copied: number; totalPages: number } | { pages: number; restarts: number } | { failed: string };
 
 /** Backs the database at `source` up to `file` (via `file.partial`), checks the copy, and returns what was written. */
 export async function backupInWorker(source: string, file: string, options: BackupOptions = {}): Promise<BackupResult> {
@@ -118,34 +127,55 @@ export async function backupInWorker(source: string, file: string, options: Back
   mkdirSync(dirname(target), { recursive: true });
   rmSync(partial, { force: true });
   const driver = createRequire(__filename).resolve('better-sqlite3');
+  // Stopping is asked for through shared memory and honoured between steps: terminating a
+  // thread inside a SQLite call aborts the whole process.
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  let callerFailure: unknown;
+  const checkStop = (): void => {
+    try {
+      if (options.shouldStop?.() === true) Atomics.store(stop, 0, 1);
+    } catch (error) {
+      callerFailure ??= error;
+      Atomics.store(stop, 0, 1);
+    }
+  };
+  const abandoned = (): BackupError | undefined => {
+    if (callerFailure !== undefined) return new BackupError(`backup abandoned: ${callerFailure instanceof Error ? callerFailure.message : String(callerFailure)}`);
+    return Atomics.load(stop, 0) === 1 ? new BackupError('backup abandoned: shutting down') : undefined;
+  };
   try {
     const copied = await new Promise<{ pages: number; restarts: number }>((resolvePromise, reject) => {
-      // Stopping is asked for through shared memory and honoured between steps: terminating a
-      // thread inside a SQLite call aborts the whole process.
-      const stop = new Int32Array(new SharedArrayBuffer(4));
       const worker = new Worker(COPY_WORKER_SOURCE, { eval: true, workerData: { driver, source, target: partial, pagesPerStep: 1024, stop } });
-      const checkStop = (): void => {
-        if (options.shouldStop?.() === true) Atomics.store(stop, 0, 1);
-      };
       checkStop();
       const poll = setInterval(checkStop, 100);
       let answer: { pages: number; restarts: number } | undefined;
+      let failure: string | undefined;
       worker.on('message', (message: CopyMessage) => {
-        if ('copied' in message) {
-          options.onProgress?.(message.copied, message.totalPages);
+        if ('failed' in message) failure = message.failed;
+        else if ('pages' in message) answer = message;
+        else {
+          try {
+            options.onProgress?.(message.copied, message.totalPages);
+          } catch (error) {
+            callerFailure ??= error;
+            Atomics.store(stop, 0, 1);
+          }
           checkStop();
-        } else answer = message;
+        }
       });
-      let failure: Error | undefined;
-      worker.once('error', (error) => (failure = error));
+      worker.once('error', (error: Error & { code?: unknown }) => (failure ??= error.message ?? String(error.code)));
       worker.once('exit', () => {
         clearInterval(poll);
+        const stopped = abandoned();
         if (answer !== undefined) resolvePromise(answer);
-        else if (Atomics.load(stop, 0) === 1) reject(new BackupError('backup abandoned: shutting down'));
-        else reject(new BackupError(failure !== undefined ? `backup of ${source} failed: ${failure.message}` : 'the backup worker stopped'));
+        else if (stopped !== undefined) reject(stopped);
+        else reject(new BackupError(`backup of ${source} failed: ${failure ?? 'the backup worker stopped'}`));
       });
     });
     options.onProgress?.(copied.pages, copied.pages);
+    checkStop();
+    const stopped = abandoned();
+    if (stopped !== undefined) throw stopped; // asked during the last step: no check, no rename
     const check = await checkCopy(partial, true);
     const problem = copyProblem(check);
     if (problem !== undefined) throw new BackupError(`the copy failed its check: ${problem}`);

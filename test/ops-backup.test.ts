@@ -161,10 +161,12 @@ describe('the copy under a writer that never pauses', () => {
   it('when another connection commits between every step, then the restarts are counted and the copy still finishes, complete, in one last step', async () => {
     const path = join(dir.path, 'restarts.db');
     const db = openDatabase(path);
-    prefill(db, 3_000); // about 3,300 pages: several steps of 1,024
+    prefill(db, 3_000); // about 3,500 pages: several steps of 1,024
     db.close();
-    // A thread that commits without pause restarts every step the copy takes from its own
-    // connection, so a restart is never followed by a step that gets further than the last.
+    // A thread that commits without pause restarts most steps the copy takes from its own
+    // connection. (Not all: counts like 1024, 1024, 2048, 1024 show steps that got through, so
+    // the old check saw enough restarts here too; the paceCopy test above is the one that tells
+    // the two checks apart. This one checks the worker end to end under a live writer.)
     const stop = new Int32Array(new SharedArrayBuffer(8));
     const writer = new Worker(
       `const { workerData } = require('node:worker_threads');
@@ -175,19 +177,40 @@ describe('the copy under a writer that never pauses', () => {
       { eval: true, workerData: { driver: createRequire(__filename).resolve('better-sqlite3'), path, stop } },
     );
     const exited = new Promise((resolve) => writer.once('exit', resolve));
-    let lastProgress = { copied: -1, total: -1 };
+    const progress: Array<[number, number]> = [];
     try {
       await waitFor(() => Atomics.load(stop, 1) > 10, 5_000);
       const result = await backupInWorker(path, join(dir.path, 'restarts-copy.db'), {
-        onProgress: (copied, total) => (lastProgress = { copied, total }),
+        onProgress: (copied, total) => progress.push([copied, total]),
       });
       expect(result.restarts).toBe(3); // RESTARTS_BEFORE_ONE_STEP, then one step takes the rest
       expect(result.check.integrity).toEqual(['ok']);
-      expect(lastProgress).toEqual({ copied: result.pages, total: result.pages });
+      // The worker reported its steps (counts short of the total) before the final 100 %.
+      expect(progress.some(([copied, total]) => copied > 0 && copied < total)).toBe(true);
+      expect(progress.at(-1)).toEqual([result.pages, result.pages]);
     } finally {
       Atomics.store(stop, 0, 1);
       await exited;
     }
+  });
+
+  it('when the source cannot be copied or a caller callback throws, then the backup fails with the reason, leaves no partial file, and the process carries on', async () => {
+    const junk = join(dir.path, 'junk.db');
+    writeFileSync(junk, randomBytes(64 * 1024));
+    await expect(backupInWorker(junk, join(dir.path, 'junk-copy.db'))).rejects.toThrow(/^backup of .*junk\.db failed: file is not a database$/);
+    await expect(backupInWorker(join(dir.path, 'absent.db'), join(dir.path, 'absent-copy.db'))).rejects.toThrow(/failed: unable to open database file/);
+
+    const path = join(dir.path, 'throwing.db');
+    const db = openDatabase(path);
+    prefill(db, 3_000);
+    db.close();
+    const thrown = backupInWorker(path, join(dir.path, 'throwing-copy.db'), {
+      onProgress: () => {
+        throw new Error('the progress bar broke');
+      },
+    });
+    await expect(thrown).rejects.toThrow('backup abandoned: the progress bar broke');
+    expect(readdirSync(dir.path).filter((n) => n.startsWith('junk-copy') || n.startsWith('absent-copy') || n.startsWith('throwing-copy'))).toEqual([]);
   });
 
   it('when the backup is asked to stop, then it is abandoned at its next step, leaves no partial file, and the process carries on', async () => {
