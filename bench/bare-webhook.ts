@@ -6,26 +6,14 @@
  * Run as a child process (like the service) so both are measured the same way:
  *   BENCH_PORT=<port> BENCH_SECRET=<secret> node dist/bench/bare-webhook.js
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
+import { onSignedBody } from './signed-body';
 
 const port = Number(process.env.BENCH_PORT ?? '0');
 const secret = process.env.BENCH_SECRET ?? '';
-const PREFIX = 'sha256=';
 
 const server = createServer((req, res) => {
-  const chunks: Buffer[] = [];
-  req.on('data', (chunk: Buffer) => chunks.push(chunk));
-  req.on('end', () => {
-    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-    const header = req.headers['x-hub-signature-256'];
-    const given = typeof header === 'string' && header.startsWith(PREFIX) ? Buffer.from(header.slice(PREFIX.length), 'hex') : undefined;
-    const expected = createHmac('sha256', secret).update(body).digest();
-    if (given === undefined || given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      res.writeHead(401, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end('invalid signature\n');
-      return;
-    }
+  onSignedBody(req, res, secret, (body) => {
     try {
       JSON.parse(body.toString('utf8'));
     } catch {

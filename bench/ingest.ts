@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort, startChild, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 
-const SECRET = 'ctu-sandbox-app-secret'; // the sandbox App Secret the service uses when none is configured
+export const SECRET = 'ctu-sandbox-app-secret'; // the sandbox App Secret the service uses when none is configured
 export const CONNECTIONS = 50;
 export const BODY_BYTES = 2048;
 export const WARMUP_SECONDS = 3;

@@ -13,11 +13,12 @@ import { machine, meets, summarise, type Benchmark, type BenchResult, type Figur
 import { benchmark as feedSummary } from './feed-summary';
 import { benchmark as feedWs } from './feed-ws';
 import { benchmark as ingest } from './ingest';
+import { benchmark as ingestFloor } from './ingest-floor';
 import { benchmark as memory } from './memory';
 import { benchmark as sender } from './sender';
 import { benchmark as telemetry } from './telemetry';
 
-const BENCHMARKS: readonly Benchmark[] = [ingest, feedSummary, feedWs, sender, telemetry, memory];
+const BENCHMARKS: readonly Benchmark[] = [ingest, ingestFloor, feedSummary, feedWs, sender, telemetry, memory];
 
 const MIN_ROUNDS = 3;
 // Five alternating rounds of 10 s keep the ingest bench under two minutes while giving the
