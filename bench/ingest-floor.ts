@@ -38,7 +38,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   try {
     servers.push(await baseline('bare', 'bare-webhook.js', {}));
     for (const [name, storeBody] of [['key', '0'], ['key+body', '1']] as const) {
-      const database = join(dir, `${name === 'key' ? 'key' : 'body'}.db`);
+      const database = join(dir, `${storeBody === '1' ? 'body' : 'key'}.db`);
       servers.push(await baseline(name, 'durable-webhook.js', { BENCH_DATABASE: database, BENCH_STORE_BODY: storeBody }, database));
     }
     const service = await startServiceChild('service', { ...env, DATABASE_PATH: join(dir, 'service.db') });

@@ -131,14 +131,19 @@ export async function backupInWorker(source: string, file: string, options: Back
   // thread inside a SQLite call aborts the whole process.
   const stop = new Int32Array(new SharedArrayBuffer(4));
   let callerFailure: unknown;
-  const checkStop = (): void => {
+  /** Runs a caller's callback; one that throws stops the copy, and its error is the reason. */
+  const guarded = (callback: () => void): void => {
     try {
-      if (options.shouldStop?.() === true) Atomics.store(stop, 0, 1);
+      callback();
     } catch (error) {
       callerFailure ??= error;
       Atomics.store(stop, 0, 1);
     }
   };
+  const checkStop = (): void =>
+    guarded(() => {
+      if (options.shouldStop?.() === true) Atomics.store(stop, 0, 1);
+    });
   const abandoned = (): BackupError | undefined => {
     if (callerFailure !== undefined) return new BackupError(`backup abandoned: ${callerFailure instanceof Error ? callerFailure.message : String(callerFailure)}`);
     return Atomics.load(stop, 0) === 1 ? new BackupError('backup abandoned: shutting down') : undefined;
@@ -154,12 +159,7 @@ export async function backupInWorker(source: string, file: string, options: Back
         if ('failed' in message) failure = message.failed;
         else if ('pages' in message) answer = message;
         else {
-          try {
-            options.onProgress?.(message.copied, message.totalPages);
-          } catch (error) {
-            callerFailure ??= error;
-            Atomics.store(stop, 0, 1);
-          }
+          guarded(() => options.onProgress?.(message.copied, message.totalPages));
           checkStop();
         }
       });
