@@ -22,21 +22,54 @@ const MODES: readonly Mode[] = ['off', 'metrics', 'on', 'closed'];
 
 /**
  * The OTLP/HTTP sink, a child process so that receiving spans costs the load generator
- * nothing: answers every POST 200 and counts requests, bytes and spans ("spanId" keys;
- * ingest spans carry no links). GET answers the counts as JSON.
+ * nothing: answers every POST 200 and counts requests, bytes and spans. Protobuf bodies (the
+ * service's default) are walked by field number, ExportTraceServiceRequest.resource_spans (1)
+ * → ResourceSpans.scope_spans (2) → ScopeSpans.spans (2); JSON bodies count "spanId" keys
+ * (ingest spans carry no links). GET answers the counts as JSON.
  */
 const SINK_SOURCE = `
 const http = require('node:http');
 const key = Buffer.from('"spanId"');
-const stats = { requests: 0, bytes: 0, spans: 0 };
+const stats = { requests: 0, bytes: 0, spans: 0, contentTypes: {} };
+function varint(buf, at) {
+  let value = 0;
+  for (let shift = 0; ; shift += 7) {
+    const byte = buf[at.pos++];
+    if (byte === undefined) throw new Error('truncated');
+    value += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) return value;
+  }
+}
+/** Calls found(start, end) for each length-delimited field number n in buf[start, end). */
+function each(buf, start, end, n, found) {
+  const at = { pos: start };
+  while (at.pos < end) {
+    const tag = varint(buf, at);
+    const wire = tag & 7;
+    if (wire === 0) varint(buf, at);
+    else if (wire === 1) at.pos += 8;
+    else if (wire === 5) at.pos += 4;
+    else if (wire === 2) {
+      const length = varint(buf, at);
+      if (tag >>> 3 === n) found(at.pos, at.pos + length);
+      at.pos += length;
+    } else throw new Error('wire type ' + wire);
+  }
+}
 http.createServer((req, res) => {
   if (req.method !== 'POST') return void res.end(JSON.stringify(stats));
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     const body = Buffer.concat(chunks);
+    const type = String(req.headers['content-type']);
     stats.requests++;
     stats.bytes += body.length;
+    stats.contentTypes[type] = (stats.contentTypes[type] ?? 0) + 1;
+    if (type === 'application/x-protobuf') {
+      each(body, 0, body.length, 1, (rs, rsEnd) => each(body, rs, rsEnd, 2, (ss, ssEnd) => each(body, ss, ssEnd, 2, () => void stats.spans++)));
+      return void res.writeHead(200, { 'content-type': type }).end();
+    }
     for (let i = body.indexOf(key); i !== -1; i = body.indexOf(key, i + key.length)) stats.spans++;
     res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
   });
@@ -47,6 +80,8 @@ interface SinkStats {
   readonly requests: number;
   readonly bytes: number;
   readonly spans: number;
+  /** Requests per Content-Type. */
+  readonly contentTypes: Readonly<Record<string, number>>;
 }
 
 interface Service {
@@ -156,7 +191,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
       `${CONNECTIONS} connections, no pipelining, autocannon in the bench process, against four copies of ` +
       '`node dist/src/cli.js start` (sandbox, own fresh database each) that differ only in their OpenTelemetry ' +
       'environment: **off** `OTEL_SDK_DISABLED=true`; **metrics** the SDK on without an OTLP endpoint; **on** ' +
-      '`OTEL_TRACES_SAMPLER=always_on` exporting OTLP/HTTP JSON (batch processor, default settings) to a live sink in ' +
+      '`OTEL_TRACES_SAMPLER=always_on` exporting OTLP/HTTP in the default protocol, http/protobuf (batch processor, default settings) to a live sink in ' +
       'its own process on loopback; **closed** the same with the endpoint on a closed port. Each POST makes 3 spans ' +
       `(POST /webhook, webhook.verify, webhook.commit). Warm-up ${WARMUP_SECONDS} s each, then ${options.rounds} rounds ` +
       `of ${options.seconds} s per copy in rotating order; ratios are per round. Requests/s counts 2xx answers per ` +
@@ -185,7 +220,10 @@ async function run(options: BenchOptions): Promise<BenchResult> {
       {
         label: 'on: every answered request\'s 3 spans reached the sink (none dropped), no export failed',
         ok: exportedSpans >= onAcked * 3 && failures.on === 0,
-        detail: `${exportedSpans} spans received for ${onAcked} requests answered 2xx (${(exportedSpans / Math.max(1, onAcked)).toFixed(2)} per request); export failures ${failures.on ?? 'n/a'}`,
+        detail:
+          `${exportedSpans} spans received for ${onAcked} requests answered 2xx (${(exportedSpans / Math.max(1, onAcked)).toFixed(2)} per request), ` +
+          `${((sinkTotal?.bytes ?? 0) / Math.max(1, exportedSpans)).toFixed(0)} bytes per span as ${Object.keys(sinkTotal?.contentTypes ?? {}).join(', ') || 'nothing'}; ` +
+          `export failures ${failures.on ?? 'n/a'}`,
       },
       {
         label: 'closed: export failures were counted',

@@ -7,13 +7,15 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type SpanContext } from '@opentelemetry/api';
 import { ExportResultCode, TraceState, type ExportResult } from '@opentelemetry/core';
-import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeServer, listen } from '../src/http-listen';
-import { createOtlpJsonTraceExporter, otlpJsonTraceSerializer } from '../src/telemetry/otlp-json';
+import { otlpJsonTraceSerializer } from '../src/telemetry/otlp-json';
+import { createOtlpTraceExporter } from '../src/telemetry/otlp-traces';
+import { startOtlpReceiver } from './helpers/otlp-receiver';
 
 const memory = new InMemorySpanExporter();
 const service = new BasicTracerProvider({
@@ -312,7 +314,7 @@ describe('OTLP/JSON span exporter over HTTP', () => {
       process.env.OTEL_EXPORTER_OTLP_TRACES_HEADERS = 'x-otlp-test=round-trip';
       for (const compression of ['none', 'gzip']) {
         process.env.OTEL_EXPORTER_OTLP_TRACES_COMPRESSION = compression;
-        const exporter = createOtlpJsonTraceExporter();
+        const exporter = createOtlpTraceExporter('http/json');
         try {
           const result = await new Promise<ExportResult>((resolve) => exporter.export(spans, resolve));
           expect(result.code).toBe(ExportResultCode.SUCCESS);
@@ -340,3 +342,36 @@ describe('OTLP/JSON span exporter over HTTP', () => {
     expect(JSON.parse(gunzipSync(gzipped.body).toString('utf8'))).toStrictEqual(library);
   });
 });
+
+describe('the test OTLP receiver', () => {
+  test('when the library’s protobuf and JSON encodings of the same spans are posted, then it collects the same spans from both', async () => {
+    const receiver = await startOtlpReceiver();
+    try {
+      const spans = variedSpans();
+      const post = async (contentType: string, body: Uint8Array): Promise<number> =>
+        (await fetch(`${receiver.url}/v1/traces`, { method: 'POST', headers: { 'content-type': contentType }, body })).status;
+      expect(await post('application/x-protobuf', ProtobufTraceSerializer.serializeRequest(spans)!)).toBe(200);
+      const fromProtobuf = receiver.spans.splice(0);
+      expect(await post('application/json', JsonTraceSerializer.serializeRequest(spans)!)).toBe(200);
+      expect(fromProtobuf).toHaveLength(spans.length);
+      // What only one encoding can carry aside: JSON has no NaN or ±Infinity (null), UTF-8 no lone surrogates (U+FFFD).
+      expect(comparable(fromProtobuf)).toStrictEqual(comparable(receiver.spans));
+      expect(receiver.contentTypes).toStrictEqual(['application/x-protobuf', 'application/json']);
+      // Truncated protobuf is refused, not half-collected.
+      const whole = ProtobufTraceSerializer.serializeRequest(spans)!;
+      expect(await post('application/x-protobuf', whole.subarray(0, whole.length - 3))).toBe(400);
+      expect(await post('text/plain', whole)).toBe(415);
+      expect(receiver.spans).toHaveLength(spans.length);
+    } finally {
+      await receiver.close();
+    }
+  });
+});
+
+function comparable(value: unknown): unknown {
+  if (typeof value === 'number') return Number.isFinite(value) ? value : null;
+  if (typeof value === 'string') return value.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+  if (Array.isArray(value)) return value.map(comparable);
+  if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, comparable(v)]));
+  return value;
+}

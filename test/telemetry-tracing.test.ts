@@ -65,6 +65,7 @@ afterEach(async () => {
   runtime = undefined;
   receiver.spans.length = 0;
   receiver.bodies.length = 0;
+  receiver.contentTypes.length = 0;
 });
 
 afterAll(async () => {
@@ -215,6 +216,40 @@ describe('tracing with an OTLP/HTTP collector', () => {
     const [tap] = byName(await receiver.waitFor((s) => byName(s, SPAN.tap).length === 1), SPAN.tap);
     expect(tap?.attributes).toMatchObject({ 'unlock.contact': '[redacted]', 'unlock.pack': 'starter', 'unlock.count': 6 });
     expect(receiver.bodies.join('')).not.toContain('555 123 4567');
+  });
+
+  test('when no OTLP protocol is set, then spans go as http/protobuf; OTEL_EXPORTER_OTLP_PROTOCOL=http/json sends JSON, the traces variable wins, and grpc is warned about and protobuf used', async () => {
+    const cases: Array<{ env: Record<string, string>; contentType: string; warning?: RegExp }> = [
+      { env: {}, contentType: 'application/x-protobuf' },
+      { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }, contentType: 'application/json' },
+      { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/protobuf' }, contentType: 'application/x-protobuf' },
+      { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, contentType: 'application/x-protobuf', warning: /OTEL_EXPORTER_OTLP_PROTOCOL=\\?"grpc\\?" ignored: OTLP over gRPC is not shipped/ },
+      { env: { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'thrift' }, contentType: 'application/x-protobuf', warning: /OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\\?"thrift\\?" ignored/ },
+    ];
+    for (const { env, contentType, warning } of cases) {
+      const lines: string[] = [];
+      runtime = startTelemetry({ env: { OTEL_BSP_SCHEDULE_DELAY: '20', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...env }, log: silentLog(lines), shutdownTimeoutMs: 3_000 });
+      const tap = childSpan(SPAN.tap, undefined, { 'unlock.pack': 'starter', 'unlock.count': 6, 'unlock.ratio': 0.5, 'unlock.fresh': true, 'unlock.tags': ['a', 'b'] });
+      failSpan(tap, 'recipient', 'undeliverable');
+      tap.end();
+      startSpanWithLink(SPAN.status, injectTraceparent(tap), {}).end();
+      await runtime.forceFlush();
+      const spans = await receiver.waitFor((s) => s.length === 2);
+      const [exportedTap] = byName(spans, SPAN.tap);
+      const [status] = byName(spans, SPAN.status);
+      expect(receiver.contentTypes.length, JSON.stringify(env)).toBeGreaterThan(0);
+      expect(new Set(receiver.contentTypes), JSON.stringify(env)).toStrictEqual(new Set([contentType]));
+      expect(exportedTap?.attributes).toMatchObject({ 'unlock.pack': 'starter', 'unlock.count': 6, 'unlock.ratio': 0.5, 'unlock.fresh': true, 'unlock.tags': ['a', 'b'], 'error.type': 'recipient' });
+      expect(exportedTap?.status).toStrictEqual({ code: 2, message: 'undeliverable' });
+      expect(status?.links).toStrictEqual([{ traceId: exportedTap?.traceId, spanId: exportedTap?.spanId }]);
+      const warned = lines.filter((line) => line.includes('ignored'));
+      if (warning === undefined) expect(warned, JSON.stringify(env)).toStrictEqual([]);
+      else expect(warned.some((line) => warning.test(line)), warned.join('\n')).toBe(true);
+      await runtime.shutdown();
+      runtime = undefined;
+      receiver.spans.length = 0;
+      receiver.contentTypes.length = 0;
+    }
   });
 
   test('when 1,000 distinct phone numbers pass through the span helpers and the logger, then none is exported or logged', async () => {

@@ -1,10 +1,8 @@
 /**
- * OTLP/HTTP JSON span export with a cheaper serializer. The library's JsonTraceSerializer first
- * builds an OTLP object tree for every span and then JSON.stringify's it; on the webhook hot
- * path that cost ~14 µs per request. Here the same JSON text is written directly as strings,
- * and only the serializer is ours: endpoint, headers, timeout, compression, retries and the
- * bounded queue stay the library's HTTP export delegate, configured from the standard
- * OTEL_EXPORTER_OTLP_* variables exactly as OTLPTraceExporter does.
+ * The OTLP/JSON span serializer behind OTEL_EXPORTER_OTLP_PROTOCOL=http/json (otlp-traces.ts
+ * exports with it). The library's JsonTraceSerializer first builds an OTLP object tree for
+ * every span and then JSON.stringify's it; on the webhook hot path that cost ~14 µs per
+ * request. Here the same JSON text is written directly as strings.
  *
  * The output matches @opentelemetry/otlp-transformer 0.223.0 byte for byte (test/otlp-json.test.ts
  * compares them): same key order, same omission of undefined fields, ids as hex strings,
@@ -18,14 +16,9 @@
  * batch-sized flat copy of it is ever made.
  */
 import { diag, type Attributes, type HrTime, type Link, type SpanStatus } from '@opentelemetry/api';
-import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
-import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
-import { TraceExporterMetricsHelper, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
+import type { IExportTraceServiceResponse, ISerializer } from '@opentelemetry/otlp-transformer';
 import type { Resource } from '@opentelemetry/resources';
-import type { ReadableSpan, SpanExporter, TimedEvent } from '@opentelemetry/sdk-trace-base';
-
-/** The component type OTLPTraceExporter reports for its own exporter metrics. */
-const COMPONENT_TYPE = 'otlp_http_span_exporter';
+import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
 
 /** Text encoded per chunk: small enough to stay in the young generation, large enough to amortise the encode call. */
 const CHUNK_CHARS = 8 * 1024;
@@ -49,12 +42,6 @@ export const otlpJsonTraceSerializer: ISerializer<ReadableSpan[], IExportTraceSe
     }
   },
 };
-
-/** An OTLP/HTTP JSON span exporter configured from the OTEL_EXPORTER_OTLP_* environment, like OTLPTraceExporter. */
-export function createOtlpJsonTraceExporter(): SpanExporter {
-  const options = convertLegacyHttpOptions({}, 'TRACES', 'v1/traces', { 'Content-Type': 'application/json' });
-  return new OTLPExporterBase(createOtlpHttpExportDelegate(options, otlpJsonTraceSerializer, COMPONENT_TYPE, TraceExporterMetricsHelper, undefined));
-}
 
 /** The ExportTraceServiceRequest for these spans as UTF-8 OTLP/JSON. */
 export function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {

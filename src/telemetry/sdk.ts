@@ -2,7 +2,8 @@
  * Starts the OpenTelemetry Node SDK for this process, from an explicit environment so tests
  * can start it with their own settings (and stop it, and start it again).
  *
- *   traces   OTLP/HTTP (JSON) through a batch processor, only when OTEL_EXPORTER_OTLP_ENDPOINT or
+ *   traces   OTLP/HTTP (protobuf, or JSON by OTEL_EXPORTER_OTLP_PROTOCOL; otlp-traces.ts) through
+ *            a batch processor, only when OTEL_EXPORTER_OTLP_ENDPOINT or
  *            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; otherwise no tracer provider at all, so
  *            manual spans cost a no-op. Sampler, batch sizes and timeouts: the standard OTEL_*
  *            variables. While exports fail, the sampler sheds almost all spans (sampler.ts).
@@ -24,7 +25,7 @@ import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opent
 import { createLogger } from '../log';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
-import { createOtlpJsonTraceExporter } from './otlp-json';
+import { createOtlpTraceExporter, tracesProtocol } from './otlp-traces';
 import { ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
 import { SERVICE_VERSION, serviceResource } from './resource';
 import { ReplayableIdGenerator } from './tracing';
@@ -103,12 +104,9 @@ export function startTelemetry(options: TelemetryOptions = {}): TelemetryRuntime
   const spanProcessors: SpanProcessor[] = [];
   const health = new ExportHealth();
   if (tracing) {
-    const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL)?.trim();
-    if (protocol !== undefined && protocol !== '' && protocol !== 'http/json') {
-      diagLogger.warn(`OTLP protocol "${protocol}" requested; this service exports traces as OTLP/HTTP JSON (http/json)`);
-    }
+    const protocol = tracesProtocol(env, (message) => diagLogger.warn(message));
     const otlp = new CountingSpanExporter(
-      createOtlpJsonTraceExporter(),
+      createOtlpTraceExporter(protocol),
       (error) => {
         health.failing = true;
         countFailure('traces');
