@@ -3,8 +3,9 @@
  * OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf, the
  * specification's default and what every collector's OTLP/HTTP receiver takes.
  *
- *   http/protobuf  the library's ProtobufTraceSerializer: a batch is about a third of its JSON
- *                  size, which the exporter, the loopback and the collector all pay for per byte.
+ *   http/protobuf  our serializer (otlp-proto.ts), byte for byte the library's protobuf: a batch
+ *                  is about a third of its JSON size, which the exporter, the loopback and the
+ *                  collector all pay for per byte.
  *   http/json      our serializer (otlp-json.ts), byte for byte the library's JSON.
  *   grpc           not shipped with this service: warned once at start, and http/protobuf is used
  *                  (point the endpoint at the collector's OTLP/HTTP port, 4318 by default).
@@ -14,9 +15,10 @@
  */
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
-import { ProtobufTraceSerializer, TraceExporterMetricsHelper, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
+import { TraceExporterMetricsHelper, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { otlpJsonTraceSerializer } from './otlp-json';
+import { otlpProtobufTraceSerializer } from './otlp-proto';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
@@ -26,7 +28,7 @@ export const DEFAULT_OTLP_PROTOCOL: OtlpProtocol = 'http/protobuf';
 const COMPONENT_TYPE = 'otlp_http_span_exporter';
 
 const ENCODINGS: Readonly<Record<OtlpProtocol, { readonly contentType: string; readonly serializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> }>> = {
-  'http/protobuf': { contentType: 'application/x-protobuf', serializer: ProtobufTraceSerializer },
+  'http/protobuf': { contentType: 'application/x-protobuf', serializer: otlpProtobufTraceSerializer },
   'http/json': { contentType: 'application/json', serializer: otlpJsonTraceSerializer },
 };
 

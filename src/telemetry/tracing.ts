@@ -26,8 +26,9 @@ import {
   type Tracer,
   type TracerProvider,
 } from '@opentelemetry/api';
+import { randomFillSync } from 'node:crypto';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { RandomIdGenerator, type IdGenerator } from '@opentelemetry/sdk-trace-base';
+import type { IdGenerator } from '@opentelemetry/sdk-trace-base';
 import {
   ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
@@ -160,17 +161,49 @@ let forcedSpanId: string | undefined;
  * the tap's span with that id once the transaction committed (withSpanId).
  */
 export class ReplayableIdGenerator implements IdGenerator {
-  private readonly random = new RandomIdGenerator();
+  private readonly random = new PooledRandomIds();
 
   generateTraceId(): string {
-    return this.random.generateTraceId();
+    return this.random.hex(32, INVALID_TRACE_ID);
   }
 
   generateSpanId(): string {
     const forced = forcedSpanId;
-    if (forced === undefined) return this.random.generateSpanId();
+    if (forced === undefined) return this.random.hex(16, INVALID_SPAN_ID);
     forcedSpanId = undefined;
     return forced;
+  }
+}
+
+const INVALID_TRACE_ID = '0'.repeat(32);
+const INVALID_SPAN_ID = '0'.repeat(16);
+
+/**
+ * Random ids from the system's CSPRNG, cut from a pool of hex: one randomFillSync and one
+ * hex conversion serve 256 span ids, where the SDK's RandomIdGenerator converts every id on
+ * its own (about 1 µs per webhook request, three ids). The cut ids are substrings of the
+ * pool's string, so no id costs a copy.
+ */
+export class PooledRandomIds {
+  /** `fill` refills the pool's bytes (tests give their own). */
+  constructor(private readonly fill: (bytes: Buffer) => void = randomFillSync) {}
+
+  private readonly bytes = Buffer.allocUnsafe(2_048);
+  private pool = '';
+  private at = 0;
+
+  /** `length` hex digits, never `invalid` (all zeros, which W3C trace context forbids). */
+  hex(length: number, invalid: string): string {
+    for (;;) {
+      if (this.at + length > this.pool.length) {
+        this.fill(this.bytes);
+        this.pool = this.bytes.toString('hex');
+        this.at = 0;
+      }
+      const id = this.pool.slice(this.at, this.at + length);
+      this.at += length;
+      if (id !== invalid) return id;
+    }
   }
 }
 

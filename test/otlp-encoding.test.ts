@@ -1,7 +1,7 @@
 /**
- * Our OTLP/JSON span serializer against the library's JsonTraceSerializer on spans made by the
- * real SDK (and a few hand-built ones with values the SDK never produces), then through the
- * library's HTTP transport to a loopback collector.
+ * Our OTLP span serializers, JSON and protobuf, against the library's JsonTraceSerializer and
+ * ProtobufTraceSerializer on spans made by the real SDK (and a few hand-built ones with values
+ * the SDK never produces), then through the library's HTTP transport to a loopback collector.
  */
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { gunzipSync } from 'node:zlib';
@@ -14,6 +14,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeServer, listen } from '../src/http-listen';
 import { otlpJsonTraceSerializer } from '../src/telemetry/otlp-json';
+import { otlpProtobufTraceSerializer } from '../src/telemetry/otlp-proto';
 import { createOtlpTraceExporter } from '../src/telemetry/otlp-traces';
 import { startOtlpReceiver } from './helpers/otlp-receiver';
 
@@ -175,10 +176,17 @@ function expectSameAsLibrary(spans: ReadableSpan[]): void {
   expect(JSON.parse(ours)).toStrictEqual(JSON.parse(library));
   // Same key order and number formatting too, so any difference is easy to see.
   expect(ours).toBe(library);
+  // Protobuf: the same bytes (as hex, so a difference shows where it starts).
+  expect(hex(otlpProtobufTraceSerializer.serializeRequest(spans))).toBe(hex(ProtobufTraceSerializer.serializeRequest(spans)));
 }
 
-describe('OTLP/JSON span serializer', () => {
-  test('when spans of every kind, attribute type, event, link and status are serialized, then the JSON equals the library’s', () => {
+function hex(bytes: Uint8Array | undefined): string {
+  if (bytes === undefined) throw new Error('serializer returned no bytes');
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+}
+
+describe('OTLP span serializers, JSON and protobuf', () => {
+  test('when spans of every kind, attribute type, event, link and status are serialized, then the JSON and the protobuf equal the library’s', () => {
     const spans = variedSpans();
     expect(spans.length).toBe(10);
     expectSameAsLibrary(spans);
@@ -193,17 +201,18 @@ describe('OTLP/JSON span serializer', () => {
     ]);
   });
 
-  test('when a span carries values the SDK would never store (bytes, maps, nulls, unnormalised times, scope attributes), then the JSON still equals the library’s', () => {
+  test('when a span carries values the SDK would never store (bytes, maps, nulls, unnormalised times, scope attributes), then the JSON and the protobuf still equal the library’s', () => {
     expectSameAsLibrary([handBuiltSpan()]);
     expectSameAsLibrary([...variedSpans(), handBuiltSpan()]);
   });
 
-  test('when there are no spans, then the request is an empty resourceSpans list like the library’s', () => {
+  test('when there are no spans, then the request is an empty resourceSpans list like the library’s (no bytes at all in protobuf)', () => {
     expect(text(otlpJsonTraceSerializer.serializeRequest([]))).toBe('{"resourceSpans":[]}');
+    expect(otlpProtobufTraceSerializer.serializeRequest([])).toHaveLength(0);
     expectSameAsLibrary([]);
   });
 
-  test('when arbitrary names, attribute maps, events, kinds, statuses and times are serialized, then the JSON equals the library’s', () => {
+  test('when arbitrary names, attribute maps, events, kinds, statuses and times are serialized, then the JSON and the protobuf equal the library’s', () => {
     const tricky = fc.constantFrom('"', '\\', '\n', '\u0000', '\u2028', '\ud800', '\udc00', '😀', 'é', 'a');
     const anyText = fc.oneof(fc.string({ unit: 'binary', maxLength: 12 }), fc.string({ unit: 'grapheme', maxLength: 6 }), fc.string({ unit: tricky, maxLength: 8 }));
     const value = fc.oneof(
@@ -246,6 +255,22 @@ describe('OTLP/JSON span serializer', () => {
     );
   });
 
+  test('when strings, messages and the whole request outgrow one-byte lengths and the first buffer, then the protobuf still equals the library’s', () => {
+    memory.reset();
+    const tracer = service.getTracer('ctu.big');
+    const big = tracer.startSpan('x'.repeat(300), { attributes: { ascii: 'a'.repeat(200), wide: 'é'.repeat(10_000), list: Array.from({ length: 300 }, (_, i) => `item ${i}`) } });
+    big.addEvent('e'.repeat(127), { n: 2 ** 40, negative: -(2 ** 40), min: Number.MIN_SAFE_INTEGER });
+    big.end();
+    const upper: SpanContext = { traceId: '0AF7651916CD43DD8448EB211C80319C', spanId: 'B7AD6B7169203331', traceFlags: 1, isRemote: true };
+    tracer.startSpan('uppercase ids', {}, trace.setSpanContext(ROOT_CONTEXT, upper)).end();
+    for (let i = 0; i < 1_000; i++) tracer.startSpan(`filler ${i}`, { attributes: { i, text: 'y'.repeat(i % 150) } }).end();
+    const spans = memory.getFinishedSpans();
+    expect(otlpProtobufTraceSerializer.serializeRequest(spans)!.length).toBeGreaterThan(128 * 1024);
+    expectSameAsLibrary(spans);
+    // And again, into the buffer the first call grew: nothing of it leaks into the next request.
+    expectSameAsLibrary(spans.slice(0, 3));
+  });
+
   test('when the collector answers, then the response is parsed like the library’s (empty and malformed bodies give {})', () => {
     const encode = (s: string) => new TextEncoder().encode(s);
     const partial = '{"partialSuccess":{"rejectedSpans":2,"errorMessage":"too old"}}';
@@ -253,6 +278,10 @@ describe('OTLP/JSON span serializer', () => {
     for (const body of [partial, '', '{not json', '{}']) {
       expect(otlpJsonTraceSerializer.deserializeResponse(encode(body))).toEqual(JsonTraceSerializer.deserializeResponse(encode(body)));
     }
+    // ExportTraceServiceResponse.partial_success (1) { rejected_spans (1) = 2, error_message (2) = "too old" }
+    const protobufPartial = Uint8Array.from([0x0a, 0x0b, 0x08, 0x02, 0x12, 0x07, ...encode('too old')]);
+    expect(otlpProtobufTraceSerializer.deserializeResponse(protobufPartial)).toEqual(ProtobufTraceSerializer.deserializeResponse(protobufPartial));
+    expect(otlpProtobufTraceSerializer.deserializeResponse(new Uint8Array(0))).toEqual(ProtobufTraceSerializer.deserializeResponse(new Uint8Array(0)));
   });
 
   test('when 2,000 spans are serialized, then ours and the library’s agree (timings printed, not asserted)', () => {
@@ -277,25 +306,35 @@ describe('OTLP/JSON span serializer', () => {
       const used = process.cpuUsage(before);
       return (used.user + used.system) / (ROUNDS * spans.length);
     };
-    let library = Infinity;
-    let ours = Infinity;
+    const best = { json: Infinity, jsonLibrary: Infinity, protobuf: Infinity, protobufLibrary: Infinity };
     for (let pass = 0; pass < 3; pass++) {
-      library = Math.min(library, cpuMicrosPerSpan((s) => JsonTraceSerializer.serializeRequest(s)));
-      ours = Math.min(ours, cpuMicrosPerSpan((s) => otlpJsonTraceSerializer.serializeRequest(s)));
+      best.jsonLibrary = Math.min(best.jsonLibrary, cpuMicrosPerSpan((s) => JsonTraceSerializer.serializeRequest(s)));
+      best.json = Math.min(best.json, cpuMicrosPerSpan((s) => otlpJsonTraceSerializer.serializeRequest(s)));
+      best.protobufLibrary = Math.min(best.protobufLibrary, cpuMicrosPerSpan((s) => ProtobufTraceSerializer.serializeRequest(s)));
+      best.protobuf = Math.min(best.protobuf, cpuMicrosPerSpan((s) => otlpProtobufTraceSerializer.serializeRequest(s)));
     }
-    console.log(`OTLP/JSON serialize, ${spans.length} spans x ${ROUNDS}, CPU: ours ${ours.toFixed(2)} µs/span, library ${library.toFixed(2)} µs/span (${(library / ours).toFixed(1)}x)`);
-    expect(ours).toBeGreaterThan(0);
+    const bytesPerSpan = (bytes: Uint8Array | undefined) => ((bytes?.length ?? 0) / spans.length).toFixed(0);
+    console.log(
+      `OTLP serialize, ${spans.length} spans x ${ROUNDS}, CPU µs/span (bytes/span): ` +
+        `JSON ours ${best.json.toFixed(2)}, library ${best.jsonLibrary.toFixed(2)} (${bytesPerSpan(otlpJsonTraceSerializer.serializeRequest(spans))}); ` +
+        `protobuf ours ${best.protobuf.toFixed(2)}, library ${best.protobufLibrary.toFixed(2)} (${bytesPerSpan(otlpProtobufTraceSerializer.serializeRequest(spans))})`,
+    );
+    expect(best.json).toBeGreaterThan(0);
+    expect(best.protobuf).toBeGreaterThan(0);
   });
 });
 
-describe('OTLP/JSON span exporter over HTTP', () => {
+describe('OTLP/HTTP span exporter', () => {
   interface Received {
     readonly url: string | undefined;
     readonly headers: IncomingHttpHeaders;
     readonly body: Buffer;
   }
 
-  test('when spans are exported to a loopback collector, then it receives the library’s JSON with the library’s endpoint, headers and compression', async () => {
+  test.each([
+    { protocol: 'http/protobuf', contentType: 'application/x-protobuf', library: ProtobufTraceSerializer },
+    { protocol: 'http/json', contentType: 'application/json', library: JsonTraceSerializer },
+  ] as const)('when spans are exported as $protocol to a loopback collector, then it receives the library’s bytes with the library’s endpoint, headers and compression', async ({ protocol, contentType, library }) => {
     const received: Received[] = [];
     const server = createServer((req, res) => {
       const chunks: Buffer[] = [];
@@ -314,7 +353,7 @@ describe('OTLP/JSON span exporter over HTTP', () => {
       process.env.OTEL_EXPORTER_OTLP_TRACES_HEADERS = 'x-otlp-test=round-trip';
       for (const compression of ['none', 'gzip']) {
         process.env.OTEL_EXPORTER_OTLP_TRACES_COMPRESSION = compression;
-        const exporter = createOtlpTraceExporter('http/json');
+        const exporter = createOtlpTraceExporter(protocol);
         try {
           const result = await new Promise<ExportResult>((resolve) => exporter.export(spans, resolve));
           expect(result.code).toBe(ExportResultCode.SUCCESS);
@@ -328,18 +367,18 @@ describe('OTLP/JSON span exporter over HTTP', () => {
       await closeServer(server, 1_000);
     }
 
-    const library = JSON.parse(text(JsonTraceSerializer.serializeRequest(spans))) as unknown;
+    const expected = hex(library.serializeRequest(spans));
     expect(received).toHaveLength(2);
     const [plain, gzipped] = received as [Received, Received];
     for (const request of [plain, gzipped]) {
       expect(request.url).toBe('/custom/traces');
-      expect(request.headers['content-type']).toBe('application/json');
+      expect(request.headers['content-type']).toBe(contentType);
       expect(request.headers['x-otlp-test']).toBe('round-trip');
     }
     expect(plain.headers['content-encoding']).toBeUndefined();
-    expect(JSON.parse(plain.body.toString('utf8'))).toStrictEqual(library);
+    expect(hex(plain.body)).toBe(expected);
     expect(gzipped.headers['content-encoding']).toBe('gzip');
-    expect(JSON.parse(gunzipSync(gzipped.body).toString('utf8'))).toStrictEqual(library);
+    expect(hex(gunzipSync(gzipped.body))).toBe(expected);
   });
 });
 
