@@ -26,10 +26,10 @@ describe('trace and span ids', () => {
     });
     const first = ids.hex(32, 'x');
     expect(first).toBe('0102030405060708090a0b0c0d0e0f10');
-    // 4,096 hex digits per pool: 126 more ids of 32 leave 32 digits; one id of 16 leaves 16,
+    // 16,384 hex digits per pool: 510 more ids of 32 leave 32 digits; one id of 16 leaves 16,
     // too few for a trace id, so the next one comes from a refilled pool.
-    for (let i = 0; i < 126; i++) ids.hex(32, 'x');
-    expect(ids.hex(16, 'x')).toBe('f1f2f3f4f5f6f7f8'); // bytes 2032… of the first pool: (i + 1) & 0xff
+    for (let i = 0; i < 510; i++) ids.hex(32, 'x');
+    expect(ids.hex(16, 'x')).toBe('f1f2f3f4f5f6f7f8'); // bytes 8176… of the first pool: (i + 1) & 0xff
     expect(refills).toBe(1);
     expect(ids.hex(32, 'x')).toBe('02030405060708090a0b0c0d0e0f1011'); // second pool: (i + 2)
     expect(refills).toBe(2);

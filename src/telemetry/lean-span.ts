@@ -17,15 +17,11 @@
  * LeanSpan). If the SDK's Tracer ever lacks one of the parts (another SDK version), leanTracer()
  * returns undefined and those spans come from the SDK's Tracer as before.
  */
+import * as api from '@opentelemetry/api';
 import {
-  context as contextApi,
   diag,
-  INVALID_SPAN_CONTEXT,
-  ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
-  trace,
-  TraceFlags,
   type Attributes,
   type AttributeValue,
   type Context,
@@ -38,10 +34,20 @@ import {
   type TimeInput,
   type Tracer,
 } from '@opentelemetry/api';
-import { addHrTimes, hrTime, hrTimeDuration, isAttributeValue, isTimeInput, isTimeInputHrTime, isTracingSuppressed, millisToHrTime, otperformance, sanitizeAttributes } from '@opentelemetry/core';
+import * as core from '@opentelemetry/core';
+import { isAttributeValue, isTimeInput, isTimeInputHrTime, sanitizeAttributes } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
-import { SamplingDecision, type IdGenerator, type ReadableSpan, type Sampler, type SpanLimits, type SpanProcessor, type TimedEvent } from '@opentelemetry/sdk-trace-base';
+import * as sdkTrace from '@opentelemetry/sdk-trace-base';
+import type { IdGenerator, ReadableSpan, Sampler, SpanLimits, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { ATTR_EXCEPTION_MESSAGE, ATTR_EXCEPTION_STACKTRACE, ATTR_EXCEPTION_TYPE } from '@opentelemetry/semantic-conventions';
+
+// Read once: under CommonJS an imported binding is a getter call on the exporting module at
+// every use, and these are used several times per span on the webhook's hot path.
+const { context: contextApi, trace, ROOT_CONTEXT, INVALID_SPAN_CONTEXT, TraceFlags } = api;
+const { addHrTimes, hrTime, hrTimeDuration, isTracingSuppressed, millisToHrTime, otperformance } = core;
+const { SamplingDecision } = sdkTrace;
+/** The performance clock's epoch; constant for the process (the SDK reads it for every span). */
+const TIME_ORIGIN = otperformance.timeOrigin;
 
 type Scope = ReadableSpan['instrumentationScope'];
 
@@ -53,7 +59,7 @@ interface SdkTracerParts {
   readonly _resource: Resource;
   readonly _spanProcessor: SpanProcessor;
   readonly instrumentationScope: Scope;
-  readonly _tracerMetrics?: { startSpan(parent: SpanContext | undefined, decision: SamplingDecision): () => void };
+  readonly _tracerMetrics?: { startSpan(parent: SpanContext | undefined, decision: sdkTrace.SamplingDecision): () => void };
 }
 
 const NO_LINKS: Link[] = Object.freeze([]) as unknown as Link[];
@@ -153,7 +159,7 @@ export class LeanSpan implements Span, ReadableSpan {
   ) {
     this.startMs = Date.now();
     this.startPerf = otperformance.now();
-    this.perfOffset = this.startMs - (this.startPerf + otperformance.timeOrigin);
+    this.perfOffset = this.startMs - (this.startPerf + TIME_ORIGIN);
     this.resource = parts._resource;
     this.instrumentationScope = parts.instrumentationScope;
     // Checked again: a sampler may have written into the attributes it was given.
