@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { gunzipSync } from 'node:zlib';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type SpanContext } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type HrTime, type SpanContext } from '@opentelemetry/api';
 import { ExportResultCode, TraceState, type ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
@@ -269,6 +269,23 @@ describe('OTLP span serializers, JSON and protobuf', () => {
     expectSameAsLibrary(spans);
     // And again, into the buffer the first call grew: nothing of it leaks into the next request.
     expectSameAsLibrary(spans.slice(0, 3));
+  });
+
+  test('when times are odd (negative, fractional, beyond 2^32 s, unnormalised, NaN, infinite), then the protobuf still equals the library’s', () => {
+    const odd: HrTime[] = [
+      [0, 0], [1, 999_999_999], [2 ** 32 - 1, 999_999_999], [2 ** 32, 0], [2 ** 33 + 7, 5], [2 ** 48 + 3, 1], [1e12, 123],
+      [-1, 0], [-5, -0.5], [0, -0.5], [5, 0.5], [1.75, 3], [1, 1.5e9], [1, 1e300], [NaN, NaN], [1, NaN], [Infinity, 0], [0, -Infinity],
+    ];
+    const base = handBuiltSpan();
+    const spans = odd.map((time, i): ReadableSpan => ({ ...base, name: `odd ${i}`, spanContext: base.spanContext, startTime: time, endTime: odd[(i + 1) % odd.length]!, events: [{ name: 'at', time }] }));
+    for (const span of spans) expect(hex(otlpProtobufTraceSerializer.serializeRequest([span])), span.name).toBe(hex(ProtobufTraceSerializer.serializeRequest([span])));
+    fc.assert(
+      fc.property(fc.tuple(fc.double(), fc.double()), fc.tuple(fc.integer({ min: -(2 ** 40), max: 2 ** 40 }), fc.integer()), (a, b) => {
+        const span: ReadableSpan = { ...base, spanContext: base.spanContext, startTime: a as HrTime, endTime: b as HrTime, events: [] };
+        expect(hex(otlpProtobufTraceSerializer.serializeRequest([span]))).toBe(hex(ProtobufTraceSerializer.serializeRequest([span])));
+      }),
+      { numRuns: 300 },
+    );
   });
 
   test('when the collector answers, then the response is parsed like the library’s (empty and malformed bodies give {})', () => {

@@ -4,7 +4,7 @@
  * every span and then JSON.stringify's it; on the webhook hot path that cost ~14 µs per
  * request. Here the same JSON text is written directly as strings.
  *
- * The output matches @opentelemetry/otlp-transformer 0.223.0 byte for byte (test/otlp-json.test.ts
+ * The output matches @opentelemetry/otlp-transformer 0.223.0 byte for byte (test/otlp-encoding.test.ts
  * compares them): same key order, same omission of undefined fields, ids as hex strings,
  * timestamps as decimal nanosecond strings, integers as intValue and other numbers as
  * doubleValue (NaN and ±Infinity become null, as JSON.stringify makes them), spans grouped

@@ -367,9 +367,11 @@ function writeString(fieldKey: number, value: string): void {
   pos += buf.write(value, pos, bytes, 'utf8');
 }
 
-// Hex digit values as the library reads them: 0-9, a-f, and A-F (other characters are not ids).
-const HEX = new Uint8Array(128);
-for (let c = 0; c < 128; c++) HEX[c] = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : (c - 55) & 0xff;
+// Hex digit values as the library reads them: 0-9, a-f, else the A-F rule (c - 55), which
+// only a malformed id reaches; a byte keeps the low eight bits of (high << 4 | low) either way.
+const HEX = new Int16Array(128);
+for (let c = 0; c < 128; c++) HEX[c] = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c - 55;
+const hexValue = (c: number): number => (c < 128 ? HEX[c]! : c - 55);
 
 /** A trace or span id field: its hex string as bytes. */
 function writeId(fieldKey: number, hex: string): void {
@@ -378,33 +380,42 @@ function writeId(fieldKey: number, hex: string): void {
   buf[pos++] = fieldKey;
   writeVarint(bytes);
   for (let i = 0; i < bytes; i++) {
-    buf[pos++] = (HEX[hex.charCodeAt(2 * i) & 0x7f]! << 4) | HEX[hex.charCodeAt(2 * i + 1) & 0x7f]!;
+    buf[pos++] = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
   }
 }
 
 // 1e9 = 2^9 * 1953125, so seconds * 1e9 splits into parts that stay exact in a double.
 const FIVE_POW_9 = 1_953_125;
 const TWO_23 = 0x80_0000;
+const TWO_16 = 0x1_0000;
 
-/** A fixed64 field of nanoseconds since the epoch, modulo 2^64. */
+/** A fixed64 field of nanoseconds since the epoch (as the library computes them for any input). */
 function writeTime(fieldKey: number, time: HrTime): void {
   ensure(10);
   buf[pos++] = fieldKey;
   const seconds = time[0];
   const nanos = time[1];
+  let low: number;
+  let high: number;
   if (Number.isInteger(seconds) && seconds >= 0 && seconds < TWO_32 && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9) {
     // seconds < 2^32 keeps seconds * 5^9 under 2^53, so exact; split at 2^23 it gives
     // total = high part * 2^32 + (low part * 2^9 + nanos), the second term under 2^33.
     const scaled = seconds * FIVE_POW_9;
     const scaledHigh = Math.floor(scaled / TWO_23);
-    const scaledLow = scaled - scaledHigh * TWO_23;
-    const low = scaledLow * 512 + nanos;
-    const carry = Math.floor(low / TWO_32);
-    pos = buf.writeUInt32LE(low - carry * TWO_32, pos);
-    pos = buf.writeUInt32LE((scaledHigh + carry) >>> 0, pos);
-    return;
+    const sum = (scaled - scaledHigh * TWO_23) * 512 + nanos;
+    const carry = sum >= TWO_32 ? 1 : 0;
+    low = sum - carry * TWO_32;
+    high = scaledHigh + carry;
+  } else {
+    // Anything else (negative, fractional or huge seconds, unnormalised or non-finite
+    // nanoseconds): the library's 32-bit arithmetic, step for step, so the bytes match. Seconds
+    // are split at 2^16; NaN and the infinities fall out as 0 through the uint32 conversions.
+    const fromLowSeconds = (seconds & 0xffff) * 1e9;
+    const fromHighSeconds = ((seconds / TWO_16) >>> 0) * 1e9;
+    const sum = (fromLowSeconds >>> 0) + (((fromHighSeconds & 0xffff) * TWO_16) >>> 0) + nanos;
+    low = sum >>> 0;
+    high = (Math.floor(fromLowSeconds / TWO_32) + ((fromHighSeconds / TWO_16) >>> 0) + Math.floor(sum / TWO_32)) >>> 0;
   }
-  // Unnormalised or out-of-range times: exact integer arithmetic, for the same bytes.
-  const total = BigInt.asUintN(64, BigInt(Math.trunc(seconds)) * 1_000_000_000n + BigInt(Math.trunc(nanos)));
-  pos = buf.writeBigUInt64LE(total, pos);
+  pos = buf.writeUInt32LE(low, pos);
+  pos = buf.writeUInt32LE(high, pos);
 }

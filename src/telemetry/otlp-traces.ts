@@ -39,7 +39,8 @@ const ENCODINGS: Readonly<Record<OtlpProtocol, { readonly contentType: string; r
 export function tracesProtocol(env: Readonly<Record<string, string | undefined>>, warn: (message: string) => void): OtlpProtocol {
   const traces = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL?.trim();
   const variable = traces ? 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL' : 'OTEL_EXPORTER_OTLP_PROTOCOL';
-  const wanted = (traces || env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || DEFAULT_OTLP_PROTOCOL).toLowerCase();
+  // Matched exactly, as the SDK matches them: "HTTP/JSON" is not a protocol.
+  const wanted = traces || env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || DEFAULT_OTLP_PROTOCOL;
   if (wanted === 'http/protobuf' || wanted === 'http/json') return wanted;
   const why = wanted === 'grpc' ? 'OTLP over gRPC is not shipped with this service' : 'it is not an OTLP protocol (http/protobuf, http/json, grpc)';
   warn(`${variable}="${wanted}" ignored: ${why}; exporting traces as ${DEFAULT_OTLP_PROTOCOL} to the OTLP/HTTP endpoint`);
