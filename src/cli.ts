@@ -11,7 +11,7 @@ import { loadCatalog, teaserMessage } from './packs';
 import { createDeliveryStore } from './store/delivery-store';
 import { createApiKey, listApiKeys, revokeApiKey } from './store/key-store';
 import { DatabaseOpenError, openDatabase } from './store/database';
-import { setContactHashKey } from './log';
+import { setContactHashKey, type Logger } from './log';
 import { createTelemetryLogger } from './telemetry/log';
 import { startService } from './service';
 import { pageMounter } from './page-server';
@@ -135,7 +135,10 @@ async function start(args: readonly string[]): Promise<number> {
       service
         .close()
         .then(() => runtime.shutdown())
-        .then(resolve, (error: unknown) => {
+        .then(() => {
+          exitBackstop(log);
+          resolve();
+        }, (error: unknown) => {
         log.error({ err: (error as Error).message }, 'shutdown failed');
         process.exit(1);
       });
@@ -144,6 +147,21 @@ async function start(args: readonly string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   return 0;
+}
+
+/**
+ * After a clean shutdown the process ends when nothing is left to run. A span export still
+ * retrying against a dead collector is something: the exporter retries on timers of its own,
+ * for up to its timeout (10 s by default), after telemetry's bounded flush gave up on it.
+ * Those spans are lost either way, so they may not hold the process: if it is still alive a
+ * second later, it exits with the code it has.
+ */
+function exitBackstop(log: Logger): void {
+  const timer = setTimeout(() => {
+    log.warn('span exports still retrying at exit; their spans are dropped');
+    log.flush(() => process.exit(process.exitCode ?? 0));
+  }, 1_000);
+  timer.unref();
 }
 
 async function simulate(args: readonly string[]): Promise<number> {

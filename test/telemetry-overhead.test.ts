@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { driveTaps, syntheticContacts } from '../src/simulator/taps';
 import { parseExposition, sampleValue } from './helpers/prometheus';
 import { scrape, startTelemetryCli, waitUntil, type TelemetryCli } from './helpers/telemetry-cli';
+import { stopService } from './helpers/cli';
 import { freePort, TEST_SECRET } from './helpers/webhook';
 
 const CONTACTS = 500;
@@ -85,3 +86,33 @@ test('when the OTLP collector is down, then every tap is answered 200, stored an
   expect(otel.length).toBeLessThanOrEqual(OTEL_LINES_PER_MINUTE);
   expect(lines.filter((l) => l.component !== 'otel' && (l.level === 50 || l.level === 'error' || l.level === 60 || l.level === 'fatal'))).toEqual([]);
 }, 90_000);
+
+test('when the collector is down at shutdown, then SIGTERM still ends the service with 0 in a bounded time, retries or not', async () => {
+  // A long export timeout: each refused export keeps retrying on timers of its own, five times
+  // with backoff (about 13 s), long after telemetry's 5 s flush bound gave up on it.
+  const closed = await freePort();
+  const down = await startTelemetryCli({
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${closed}`,
+    OTEL_EXPORTER_OTLP_TIMEOUT: '30000',
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    OTEL_TRACES_SAMPLER: 'always_on',
+  });
+  let stoppedHere = false;
+  try {
+    const report = await driveTaps({ webhookUrl: down.webhookUrl, appSecret: TEST_SECRET, contacts: syntheticContacts(50, 9_000), triggers: ['unlock:quick-tips'], ratePerSecond: 100, taps: 50, concurrency: 8, retries: 0 });
+    expect(report).toMatchObject({ non200: 0, errors: 0 });
+    // Exports are under way (and refused) before the stop.
+    await new Promise((r) => setTimeout(r, 500));
+    const exit = await stopService(down.cli);
+    stoppedHere = true;
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    // The telemetry flush is bounded to 5 s, then at most 1 s more for exports still retrying
+    // (without that last bound the process stayed until the retries ran out).
+    expect(exit.ms).toBeLessThan(10_000);
+  } finally {
+    // stop() reports a child that exited before it was asked to; this one was stopped above.
+    await down.stop().catch((error: unknown) => {
+      if (!stoppedHere) throw error;
+    });
+  }
+}, 60_000);
