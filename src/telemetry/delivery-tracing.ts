@@ -11,8 +11,8 @@ import type { OutboxRow } from '../store/delivery-store';
 import type { DeliveryTracer } from '../unlock';
 import type { ReplayTracer } from '../writer';
 import type { TraceSeed } from '../writer-ops';
-import { trace, type Span } from '@opentelemetry/api';
-import { LeanSpan } from './lean-span';
+import type { Span } from '@opentelemetry/api';
+import { validSpanContext } from './lean-span';
 import { childSpan, endClientSpan, graphRequestSpan, injectTraceparent, SPAN, SpanKind, startSpanFromTraceparent, startSpanWithLink, withSpan, withSpanId } from './tracing';
 
 export const deliveryTracer: DeliveryTracer = {
@@ -47,9 +47,8 @@ export const replayTracer: ReplayTracer = {
 
 /** What the writer thread needs to continue `span`'s trace in the traceparents it stores. */
 export function traceSeed(span: Span): TraceSeed | null {
-  const ctx = span.spanContext();
-  // A LeanSpan's ids came from the id generator: valid without the regular-expression check.
-  if (!(span instanceof LeanSpan) && !trace.isSpanContextValid(ctx)) return null;
+  const ctx = validSpanContext(span);
+  if (ctx === undefined) return null;
   return { traceId: ctx.traceId, flags: (ctx.traceFlags & 0xff) === 1 ? '01' : (ctx.traceFlags & 0xff).toString(16).padStart(2, '0') };
 }
 

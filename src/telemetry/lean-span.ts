@@ -95,9 +95,7 @@ export class LeanTracer {
     const parentContext = parent === undefined ? ROOT_CONTEXT : parent instanceof LeanSpan && active === ROOT_CONTEXT ? parent.asContext() : trace.setSpan(active, parent);
     if (parent !== undefined && isTracingSuppressed(parentContext)) return trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
     const parentSpanContext = parent?.spanContext();
-    // A LeanSpan's ids came from the id generator: valid without the regular-expression check.
-    const validParent =
-      parentSpanContext !== undefined && (parent instanceof LeanSpan || trace.isSpanContextValid(parentSpanContext)) ? parentSpanContext : undefined;
+    const validParent = parent === undefined ? undefined : validSpanContext(parent);
     const spanId = parts._idGenerator.generateSpanId();
     const traceId = validParent?.traceId ?? parts._idGenerator.generateTraceId();
     const initial: Attributes = {};
@@ -121,6 +119,12 @@ export class LeanTracer {
     if (sampling.attributes !== undefined) Object.assign(initial, sampling.attributes);
     return new LeanSpan(parts, spanContext, validParent, name, kind, initial, parentContext, recordEnd);
   }
+}
+
+/** The span's context when it is valid; a LeanSpan's ids came from the id generator, so it needs no regular-expression check. */
+export function validSpanContext(span: Span): SpanContext | undefined {
+  const context = span.spanContext();
+  return span instanceof LeanSpan || trace.isSpanContextValid(context) ? context : undefined;
 }
 
 export class LeanSpan implements Span, ReadableSpan {

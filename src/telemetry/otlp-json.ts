@@ -49,7 +49,7 @@ export function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
   let bytes = 0;
   let out = '{"resourceSpans":[';
   let resourceSep = '';
-  for (const [resource, byScope] of groupByResourceAndScope(spans)) {
+  for (const [resource, byScope] of groupByResourceAndScope(spans, scopeNameKey)) {
     out += resourceSep + '{"resource":' + resourceJson(resource) + ',"scopeSpans":[';
     resourceSep = ',';
     let scopeSep = '';
@@ -84,8 +84,13 @@ export function encodeSpans(spans: readonly ReadableSpan[]): Uint8Array {
 
 type Scope = ReadableSpan['instrumentationScope'];
 
-function groupByResourceAndScope(spans: readonly ReadableSpan[]): Map<Resource, Map<string, ReadableSpan[]>> {
-  const byResource = new Map<Resource, Map<string, ReadableSpan[]>>();
+/**
+ * Spans by resource object, then by `scopeKey` of their scope, each in order of first
+ * appearance. The JSON mapping keys scopes by name@version:schemaUrl (scopes equal in those
+ * share one ScopeSpans, as in the library's JSON); the protobuf one by scope object.
+ */
+export function groupByResourceAndScope<K>(spans: readonly ReadableSpan[], scopeKey: (scope: Scope) => K): Map<Resource, Map<K, ReadableSpan[]>> {
+  const byResource = new Map<Resource, Map<K, ReadableSpan[]>>();
   // A batch is nearly always one resource and a few scope objects in runs: skip the key for repeats.
   let lastResource: Resource | undefined;
   let lastScope: Scope | undefined;
@@ -102,8 +107,7 @@ function groupByResourceAndScope(spans: readonly ReadableSpan[]): Map<Resource, 
       byScope = new Map();
       byResource.set(resource, byScope);
     }
-    // The library's key: scopes equal in name, version and schema URL share one ScopeSpans.
-    const key = `${scope.name}@${scope.version || ''}:${scope.schemaUrl || ''}`;
+    const key = scopeKey(scope);
     let group = byScope.get(key);
     if (group === undefined) {
       group = [];
@@ -116,6 +120,9 @@ function groupByResourceAndScope(spans: readonly ReadableSpan[]): Map<Resource, 
   }
   return byResource;
 }
+
+/** The library's JSON key: scopes equal in name, version and schema URL share one ScopeSpans. */
+const scopeNameKey = (scope: Scope): string => `${scope.name}@${scope.version || ''}:${scope.schemaUrl || ''}`;
 
 function resourceJson(resource: Resource): string {
   let out = '{"attributes":' + keyValues(resource.attributes) + ',"droppedAttributesCount":0';

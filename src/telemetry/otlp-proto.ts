@@ -18,6 +18,7 @@ import type { HrTime, Link, SpanStatus } from '@opentelemetry/api';
 import { ProtobufTraceSerializer, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
+import { groupByResourceAndScope } from './otlp-json';
 
 export const otlpProtobufTraceSerializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> = {
   serializeRequest: encodeSpansProtobuf,
@@ -47,7 +48,7 @@ let pos = 0;
 /** The ExportTraceServiceRequest for these spans as OTLP protobuf bytes. */
 export function encodeSpansProtobuf(spans: readonly ReadableSpan[]): Uint8Array {
   pos = 0;
-  for (const [resource, byScope] of groupByResourceAndScope(spans)) {
+  for (const [resource, byScope] of groupByResourceAndScope(spans, sameScope)) {
     const resourceSpans = openMessage(key(1, LEN));
     writeResource(resource);
     for (const group of byScope.values()) {
@@ -66,35 +67,8 @@ export function encodeSpansProtobuf(spans: readonly ReadableSpan[]): Uint8Array 
 
 type Scope = ReadableSpan['instrumentationScope'];
 
-/** Spans by resource, then by scope, both by object identity and in order of first appearance. */
-function groupByResourceAndScope(spans: readonly ReadableSpan[]): Map<Resource, Map<Scope, ReadableSpan[]>> {
-  const byResource = new Map<Resource, Map<Scope, ReadableSpan[]>>();
-  let lastResource: Resource | undefined;
-  let lastScope: Scope | undefined;
-  let lastGroup: ReadableSpan[] | undefined;
-  for (const span of spans) {
-    const { resource, instrumentationScope: scope } = span;
-    if (lastGroup !== undefined && resource === lastResource && scope === lastScope) {
-      lastGroup.push(span);
-      continue;
-    }
-    let byScope = byResource.get(resource);
-    if (byScope === undefined) {
-      byScope = new Map();
-      byResource.set(resource, byScope);
-    }
-    let group = byScope.get(scope);
-    if (group === undefined) {
-      group = [];
-      byScope.set(scope, group);
-    }
-    group.push(span);
-    lastResource = resource;
-    lastScope = scope;
-    lastGroup = group;
-  }
-  return byResource;
-}
+/** The library's protobuf groups scopes by object. */
+const sameScope = (scope: Scope): Scope => scope;
 
 function writeResource(resource: Resource): void {
   const message = openMessage(key(1, LEN));

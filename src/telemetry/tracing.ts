@@ -184,9 +184,10 @@ const INVALID_SPAN_ID = '0'.repeat(16);
 
 /**
  * Random ids from the system's CSPRNG, cut from a pool of hex: one randomFillSync and one
- * hex conversion serve 256 span ids, where the SDK's RandomIdGenerator converts every id on
+ * hex conversion serve 1,024 span ids, where the SDK's RandomIdGenerator converts every id on
  * its own (about 1 µs per webhook request, three ids). The cut ids are substrings of the
- * pool's string, so no id costs a copy.
+ * pool's string, so no id costs a copy (a live id keeps its 16 KB pool string alive; ids
+ * live no longer than the span queue).
  */
 export class PooledRandomIds {
   /** `fill` refills the pool's bytes (tests give their own). */
