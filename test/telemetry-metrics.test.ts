@@ -1,6 +1,7 @@
+import { metrics } from '@opentelemetry/api';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { batchObserver, ingestObserver, webhookObserver } from '../src/telemetry/adapters';
-import { BUCKETS, type Telemetry } from '../src/telemetry/metrics';
+import { BUCKETS, TallyCounter, type Telemetry } from '../src/telemetry/metrics';
 import { startMetricsServer, type MetricsServer } from '../src/telemetry/metrics-server';
 import { startTelemetry, type TelemetryRuntime } from '../src/telemetry/sdk';
 import { recordOneOfEverything } from './helpers/telemetry';
@@ -216,6 +217,27 @@ describe('telemetry metrics on /metrics', () => {
     const series = appLines.length;
     expect(series).toBe(baseline);
     expect(series).toBeLessThan(600);
+  });
+
+  test('when a tallied counter is added to with equal labels as different objects, and with values a counter refuses, then it shows the sums as a Prometheus counter', async () => {
+    const tally = new TallyCounter(metrics.getMeter('tally-test'), 'test_tally', 'A tally under test');
+    tally.add(2, { side: 'left' });
+    tally.add(3, { side: 'left' }); // another object, same labels
+    tally.add(1, Object.freeze({ side: 'right' }));
+    tally.add(-4, { side: 'left' });
+    tally.add(Number.NaN, { side: 'left' });
+    tally.add(Number.POSITIVE_INFINITY, { side: 'left' });
+    tally.add(7);
+    const text = await runtime.appMetricsText();
+    expect(text).toContain('# TYPE test_tally_total counter');
+    expect(text).toContain('# HELP test_tally_total A tally under test');
+    const exposition = parseExposition(text);
+    expect(sampleValue(exposition, 'test_tally_total', { side: 'left' })).toBe(5);
+    expect(sampleValue(exposition, 'test_tally_total', { side: 'right' })).toBe(1);
+    const bare = exposition.samples.filter((sample) => sample.name === 'test_tally_total' && Object.keys(sample.labels).length === 0);
+    expect(bare.map((sample) => sample.value)).toStrictEqual([7]);
+    tally.add(1, { side: 'right' });
+    expect(sampleValue(parseExposition(await runtime.appMetricsText()), 'test_tally_total', { side: 'right' })).toBe(2);
   });
 
   test('when a path other than /metrics is requested, then the metrics server answers 404', async () => {

@@ -9,7 +9,7 @@
  * become "unknown"), so no caller can put a phone number, wamid or contact id on /metrics
  * or grow the number of series without bound.
  */
-import { metrics, type Attributes, type Counter, type Histogram, type Meter } from '@opentelemetry/api';
+import { metrics, type Attributes, type Histogram, type Meter } from '@opentelemetry/api';
 import { SERVICE_VERSION } from './resource';
 
 export const METER_NAME = 'click-to-unlock';
@@ -126,7 +126,7 @@ export function createTelemetry(meter: Meter = metrics.getMeter(METER_NAME, SERV
     return attrs;
   };
 
-  const counter = (name: string, description: string): Counter => meter.createCounter(name, { description });
+  const counter = (name: string, description: string): TallyCounter => new TallyCounter(meter, name, description);
   const histogram = (name: string, description: string, buckets: readonly number[]): Histogram =>
     meter.createHistogram(name, { description, advice: { explicitBucketBoundaries: [...buckets] } });
 
@@ -264,6 +264,39 @@ export function createTelemetry(meter: Meter = metrics.getMeter(METER_NAME, SERV
 }
 
 export type Telemetry = ReturnType<typeof createTelemetry>;
+
+const NO_LABELS: Attributes = Object.freeze({});
+
+/**
+ * A counter tallied here and read by the SDK at collection time, through an ObservableCounter:
+ * the same Prometheus counter (`_total`, same help), for a fraction of the hot path's cost. The
+ * SDK's synchronous Counter hashes its label object on every add (0.3 µs for one label, 0.8 µs
+ * for two; a webhook request makes two adds); the tally is keyed by the label object itself,
+ * which the label caches above hand out once per value. Equal label sets passed as different
+ * objects are still summed, when collected.
+ */
+export class TallyCounter {
+  private readonly counts = new Map<Attributes, number>();
+
+  constructor(meter: Meter, name: string, description: string) {
+    meter.createObservableCounter(name, { description }).addCallback((result) => {
+      const merged = new Map<string, [Attributes, number]>();
+      for (const [attrs, count] of this.counts) {
+        const key = JSON.stringify(Object.entries(attrs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+        const seen = merged.get(key);
+        if (seen === undefined) merged.set(key, [attrs, count]);
+        else seen[1] += count;
+      }
+      for (const [attrs, count] of merged.values()) result.observe(count, attrs);
+    });
+  }
+
+  /** As a Counter's add: a negative or non-finite value is ignored (a counter never goes down). */
+  add(value: number, attributes: Attributes = NO_LABELS): void {
+    if (!(value >= 0) || value === Infinity) return;
+    this.counts.set(attributes, (this.counts.get(attributes) ?? 0) + value);
+  }
+}
 
 function safely<T>(read: () => T): T | undefined {
   try {
