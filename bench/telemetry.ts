@@ -6,8 +6,11 @@
  *   metrics    the SDK on, no OTLP endpoint: metrics only, spans are no-ops
  *   on         every trace sampled (always_on), exported over OTLP/HTTP to a live loopback sink
  *   closed     every trace sampled, OTLP endpoint on a closed port (a collector that is down)
- * measured in rotating order each round so drift on a shared machine hits all alike; every
- * ratio is taken per round. Requests/s is bound by the SQLite COMMIT on a slow disk (see the
+ * Each round measures every copy twice, for half the round's seconds each, in an order and then
+ * its mirror image (e.g. off metrics on closed | closed on metrics off), and the order rotates
+ * from round to round: every copy's two halves are centred on the same instant, so a load on
+ * the shared machine that rises or falls steadily through a round weighs on all copies alike.
+ * Every ratio is taken per round. Requests/s is bound by the SQLite COMMIT on a slow disk (see the
  * ingest notes), so service CPU per request is reported as well: that is where telemetry's
  * cost shows first.
  */
@@ -110,6 +113,19 @@ async function metric(url: string, sample: string): Promise<number | undefined> 
   }
 }
 
+/** Two equally long measurements of one copy as one: mean rates and CPU, the worse latency, summed errors. */
+function combine(a: Run, b: Run): Run {
+  return {
+    rps: (a.rps + b.rps) / 2,
+    p50: Math.max(a.p50, b.p50),
+    p99: Math.max(a.p99, b.p99),
+    non2xx: a.non2xx + b.non2xx,
+    errors: a.errors + b.errors,
+    serverCpu: (a.serverCpu + b.serverCpu) / 2,
+    clientCpu: (a.clientCpu + b.clientCpu) / 2,
+  };
+}
+
 async function run(options: BenchOptions): Promise<BenchResult> {
   const { log } = options;
   const dir = mkdtempSync(join(tmpdir(), 'ctu-bench-telemetry-'));
@@ -147,10 +163,17 @@ async function run(options: BenchOptions): Promise<BenchResult> {
     log(`telemetry: warm-up ${WARMUP_SECONDS} s each (databases in ${dir})`);
     for (const s of services) await measure(s.url, s.child, s.ledger, true, WARMUP_SECONDS);
 
+    const half = Math.max(1, options.seconds / 2);
     for (let round = 1; round <= options.rounds; round++) {
-      // Rotate the order so that no mode always runs first (or right after another).
+      // Rotate the order so that no mode always runs first (or right after another), then mirror it.
       const order = MODES.map((_, i) => services[(i + round - 1) % services.length] as Service);
-      for (const s of order) s.runs.push(await measure(s.url, s.child, s.ledger, true, options.seconds));
+      const halves = new Map<Service, Run>();
+      for (const s of [...order, ...[...order].reverse()]) {
+        const run = await measure(s.url, s.child, s.ledger, true, half);
+        const first = halves.get(s);
+        if (first === undefined) halves.set(s, run);
+        else s.runs.push(combine(first, run));
+      }
       const line = order.map((s) => {
         const r = s.runs[s.runs.length - 1] as Run;
         return `${s.mode} ${r.rps.toFixed(0)}/s ${((r.serverCpu / r.rps) * 1000).toFixed(3)} ms cpu/req`;
@@ -193,8 +216,10 @@ async function run(options: BenchOptions): Promise<BenchResult> {
       'environment: **off** `OTEL_SDK_DISABLED=true`; **metrics** the SDK on without an OTLP endpoint; **on** ' +
       '`OTEL_TRACES_SAMPLER=always_on` exporting OTLP/HTTP in the default protocol, http/protobuf (batch processor, default settings) to a live sink in ' +
       'its own process on loopback; **closed** the same with the endpoint on a closed port. Each POST makes 3 spans ' +
-      `(POST /webhook, webhook.verify, webhook.commit). Warm-up ${WARMUP_SECONDS} s each, then ${options.rounds} rounds ` +
-      `of ${options.seconds} s per copy in rotating order; ratios are per round. Requests/s counts 2xx answers per ` +
+      `(POST /webhook, webhook.verify, webhook.commit). Warm-up ${WARMUP_SECONDS} s each, then ${options.rounds} rounds; ` +
+      `a round measures every copy for ${options.seconds} s in two halves, in a rotating order and then its mirror image ` +
+      '(e.g. off metrics on closed | closed on metrics off), so that a load on the shared machine that rises or falls through ' +
+      'a round weighs on every copy alike; ratios are per round. Requests/s counts 2xx answers per ' +
       'wall-clock second; CPU per request is the service process\'s user+system time over its 2xx answers.',
     figures: [
       figure('off requests/s', 'req/s', runsOf('off').map((r) => r.rps), { digits: 0 }),
