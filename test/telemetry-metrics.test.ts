@@ -238,6 +238,10 @@ describe('telemetry metrics on /metrics', () => {
     expect(bare.map((sample) => sample.value)).toStrictEqual([7]);
     tally.add(1, { side: 'right' });
     expect(sampleValue(parseExposition(await runtime.appMetricsText()), 'test_tally_total', { side: 'right' })).toBe(2);
+    // A fresh label object per add (not the cached frozen ones) shares its set's count, and the tally does not grow.
+    for (let i = 0; i < 1_000; i++) tally.add(1, { side: 'right' });
+    expect(tally.size).toBe(3);
+    expect(sampleValue(parseExposition(await runtime.appMetricsText()), 'test_tally_total', { side: 'right' })).toBe(1_002);
   });
 
   test('when a path other than /metrics is requested, then the metrics server answers 404', async () => {
