@@ -129,6 +129,7 @@ function combine(a: Run, b: Run): Run {
 async function run(options: BenchOptions): Promise<BenchResult> {
   const { log } = options;
   const dir = mkdtempSync(join(tmpdir(), 'ctu-bench-telemetry-'));
+  const half = Math.max(1, options.seconds / 2);
   const base = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, NODE_ENV: 'production' };
   const sinkPort = await freePort();
   const closedPort = await freePort(); // nothing listens there
@@ -163,7 +164,6 @@ async function run(options: BenchOptions): Promise<BenchResult> {
     log(`telemetry: warm-up ${WARMUP_SECONDS} s each (databases in ${dir})`);
     for (const s of services) await measure(s.url, s.child, s.ledger, true, WARMUP_SECONDS);
 
-    const half = Math.max(1, options.seconds / 2);
     for (let round = 1; round <= options.rounds; round++) {
       // Rotate the order so that no mode always runs first (or right after another), then mirror it.
       const order = MODES.map((_, i) => services[(i + round - 1) % services.length] as Service);
@@ -217,10 +217,11 @@ async function run(options: BenchOptions): Promise<BenchResult> {
       '`OTEL_TRACES_SAMPLER=always_on` exporting OTLP/HTTP in the default protocol, http/protobuf (batch processor, default settings) to a live sink in ' +
       'its own process on loopback; **closed** the same with the endpoint on a closed port. Each POST makes 3 spans ' +
       `(POST /webhook, webhook.verify, webhook.commit). Warm-up ${WARMUP_SECONDS} s each, then ${options.rounds} rounds; ` +
-      `a round measures every copy for ${options.seconds} s in two halves, in a rotating order and then its mirror image ` +
+      `a round measures every copy for ${2 * half} s in two halves, in a rotating order and then its mirror image ` +
       '(e.g. off metrics on closed | closed on metrics off), so that a load on the shared machine that rises or falls through ' +
       'a round weighs on every copy alike; ratios are per round. Requests/s counts 2xx answers per ' +
-      'wall-clock second; CPU per request is the service process\'s user+system time over its 2xx answers.',
+      'wall-clock second (the mean of the halves); CPU per request is the service process\'s user+system time over its 2xx ' +
+      'answers; a round\'s p99 latency is the worse of its two halves\'.',
     figures: [
       figure('off requests/s', 'req/s', runsOf('off').map((r) => r.rps), { digits: 0 }),
       figure('metrics only requests/s', 'req/s', runsOf('metrics').map((r) => r.rps), { digits: 0 }),

@@ -1,7 +1,9 @@
 import { metrics } from '@opentelemetry/api';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { batchObserver, ingestObserver, webhookObserver } from '../src/telemetry/adapters';
-import { BUCKETS, TallyCounter, type Telemetry } from '../src/telemetry/metrics';
+import { BUCKETS, createTelemetry, METER_NAME, type Telemetry } from '../src/telemetry/metrics';
+import { SERVICE_VERSION } from '../src/telemetry/resource';
+import { tallyCounter } from '../src/telemetry/tally-counter';
 import { startMetricsServer, type MetricsServer } from '../src/telemetry/metrics-server';
 import { startTelemetry, type TelemetryRuntime } from '../src/telemetry/sdk';
 import { recordOneOfEverything } from './helpers/telemetry';
@@ -219,8 +221,8 @@ describe('telemetry metrics on /metrics', () => {
     expect(series).toBeLessThan(600);
   });
 
-  test('when a tallied counter is added to with equal labels as different objects, and with values a counter refuses, then it shows the sums as a Prometheus counter', async () => {
-    const tally = new TallyCounter(metrics.getMeter('tally-test'), 'test_tally', 'A tally under test');
+  test('when a tallied counter is added to with equal labels as different objects, and with negative, NaN and infinite values, then it shows the sums of the finite non-negative ones as a Prometheus counter', async () => {
+    const tally = tallyCounter(metrics.getMeter('tally-test'), 'test_tally', 'A tally under test');
     tally.add(2, { side: 'left' });
     tally.add(3, { side: 'left' }); // another object, same labels
     tally.add(1, Object.freeze({ side: 'right' }));
@@ -242,6 +244,17 @@ describe('telemetry metrics on /metrics', () => {
     for (let i = 0; i < 1_000; i++) tally.add(1, { side: 'right' });
     expect(tally.size).toBe(3);
     expect(sampleValue(parseExposition(await runtime.appMetricsText()), 'test_tally_total', { side: 'right' })).toBe(1_002);
+  });
+
+  test('when a second telemetry is made on the same meter (an in-process service beside the runtime), then both add to the same counts', async () => {
+    const second = createTelemetry(metrics.getMeter(METER_NAME, SERVICE_VERSION));
+    const before = sampleValue(await scrape(), 'unlock_webhook_requests_total', { result: 'duplicate' }) ?? 0;
+    telemetry.webhookRequest('duplicate', 0.001);
+    second.webhookRequest('duplicate', 0.001);
+    second.webhookRequest('duplicate', 0.001);
+    expect(sampleValue(await scrape(), 'unlock_webhook_requests_total', { result: 'duplicate' })).toBe(before + 3);
+    telemetry.webhookRequest('duplicate', 0.001);
+    expect(sampleValue(await scrape(), 'unlock_webhook_requests_total', { result: 'duplicate' })).toBe(before + 4);
   });
 
   test('when a path other than /metrics is requested, then the metrics server answers 404', async () => {
