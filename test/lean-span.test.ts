@@ -20,10 +20,12 @@ import {
   type Sampler,
   type SpanLimits,
 } from '@opentelemetry/sdk-trace-base';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, test, vi } from 'vitest';
 import { LeanSpan, LeanTracer } from '../src/telemetry/lean-span';
 import { encodeSpans } from '../src/telemetry/otlp-json';
+import { otlpProtobufTraceSerializer } from '../src/telemetry/otlp-proto';
 import { CountingSpanExporter } from '../src/telemetry/diagnostics';
 import { startTelemetry } from '../src/telemetry/sdk';
 import { childSpan, endServerSpan, failSpan, SPAN, webhookServerSpan } from '../src/telemetry/tracing';
@@ -92,15 +94,17 @@ function timeless(spans: ReadableSpan[]): string {
   return Buffer.from(encodeSpans(spans)).toString('utf8').replace(/"(start|end|time)(TimeUnixNano|UnixNano)":"\d+"/g, '"$1$2":"0"');
 }
 
+const hexOf = (bytes: Uint8Array | undefined): string => Buffer.from(bytes ?? []).toString('hex');
+
 /** Scripts end spans at an explicit [seconds, nanoseconds], kept exactly by both. */
 const END: [number, number] = [1_764_129_001, 987_654_321];
 
 /** The same script run on one span: attributes set late, an event, a status, the end. */
 type Script = (span: Span) => void;
 
-function both(lean: LeanTracer, sdk: Tracer, ids: CountingIds, name: string, kind: SpanKind, attributes: Attributes | undefined, script: Script) {
+function both(lean: LeanTracer, sdk: Tracer, ids: CountingIds, name: string, kind: SpanKind, attributes: Attributes | undefined, script: Script, nowMs = 1_764_129_000_123) {
   // The same wall clock for both starts, and the same ids: reset the counter between the two.
-  vi.spyOn(Date, 'now').mockReturnValue(1_764_129_000_123);
+  vi.spyOn(Date, 'now').mockReturnValue(nowMs);
   const before = (ids as unknown as { n: number }).n;
   const s = sdk.startSpan(name, { kind, ...(attributes !== undefined ? { attributes } : {}) }, ROOT_CONTEXT);
   script(s);
@@ -129,6 +133,32 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     expect(verify.spanContext().traceId).toBe(parent.spanContext().traceId);
     expect(verify.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
     expect(verify.spanContext().traceFlags).toBe(TraceFlags.SAMPLED);
+  });
+
+  test('a span ended now has the SDK span’s start, end and duration, and protobuf writes them as the library does', () => {
+    const { ids, sdk, lean } = setup();
+    const perf = vi.spyOn(performance, 'now');
+    // Elapsed milliseconds with sub-nanosecond fractions, across a second and a day; starts on a
+    // second's last millisecond carry the nanoseconds over.
+    for (const [startMs, elapsed] of [
+      [1_764_129_000_123, 0],
+      [1_764_129_000_123, 0.000_4],
+      [1_764_129_000_999, 1.5],
+      [1_764_129_000_999, 1.000_000_6],
+      [1_764_129_000_999, 999.999_999_6],
+      [1_764_129_000_500, 1_234.567_890_1],
+      [1_764_129_000_001, 86_400_000.25],
+    ] as const) {
+      perf.mockReturnValue(5_000.123_456);
+      const { s, l } = both(lean, sdk, ids, 'timed', SpanKind.INTERNAL, undefined, () => undefined, startMs);
+      expect(l.startTime).toEqual(s.startTime);
+      perf.mockReturnValue(5_000.123_456 + elapsed);
+      (s as unknown as Span).end();
+      (l as unknown as Span).end();
+      expect(l.endTime).toEqual(s.endTime);
+      expect(l.duration).toEqual(s.duration);
+      expect(hexOf(otlpProtobufTraceSerializer.serializeRequest([l]))).toBe(hexOf(ProtobufTraceSerializer.serializeRequest([l])));
+    }
   });
 
   test('errors, events, exceptions, renames and late attributes', () => {

@@ -59,7 +59,27 @@ interface SdkTracerParts {
   readonly _resource: Resource;
   readonly _spanProcessor: SpanProcessor;
   readonly instrumentationScope: Scope;
-  readonly _tracerMetrics?: { startSpan(parent: SpanContext | undefined, decision: sdkTrace.SamplingDecision): () => void };
+  readonly _tracerMetrics?: TracerMetrics;
+}
+
+/** sdk-trace's TracerMetrics: the otel.sdk.span.* instruments, counted on every start and end. */
+interface TracerMetrics {
+  readonly startedSpans?: unknown;
+  readonly liveSpans?: unknown;
+  startSpan(parent: SpanContext | undefined, decision: sdkTrace.SamplingDecision): () => void;
+}
+
+/**
+ * The tracer's own metrics when they count anything. The SDK makes them on a no-op meter unless
+ * its span metrics are turned on (OTEL_NODE_EXPERIMENTAL_SDK_METRICS under NodeSDK); the no-op
+ * instruments are the API's singletons, so they are recognised by identity, and a span then
+ * skips the two label objects and the closure that counting a no-op costs.
+ */
+function countingTracerMetrics(metrics: TracerMetrics | undefined): TracerMetrics | undefined {
+  if (metrics === undefined) return undefined;
+  const noop = api.createNoopMeter();
+  const silent = metrics.startedSpans === noop.createCounter('noop') && metrics.liveSpans === noop.createUpDownCounter('noop');
+  return silent ? undefined : metrics;
 }
 
 const NO_LINKS: Link[] = Object.freeze([]) as unknown as Link[];
@@ -67,7 +87,11 @@ const NO_EVENTS: TimedEvent[] = Object.freeze([]) as unknown as TimedEvent[];
 const UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET });
 
 export class LeanTracer {
-  private constructor(private readonly parts: SdkTracerParts) {}
+  private readonly tracerMetrics: TracerMetrics | undefined;
+
+  private constructor(private readonly parts: SdkTracerParts) {
+    this.tracerMetrics = countingTracerMetrics(parts._tracerMetrics);
+  }
 
   /** Built from the SDK's Tracer, or undefined when `tracer` is not one (no SDK, or the SDK is disabled). */
   static from(tracer: Tracer): LeanTracer | undefined {
@@ -100,14 +124,15 @@ export class LeanTracer {
     const traceId = validParent?.traceId ?? parts._idGenerator.generateTraceId();
     const initial: Attributes = {};
     if (attributes !== undefined) {
-      for (const key of Object.keys(attributes)) {
+      for (const key in attributes) {
+        if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
         const value = attributes[key];
         // Arrays are copied, as sanitizeAttributes copies them: later changes by the caller do not show.
         if (validAttribute(key, value)) initial[key] = Array.isArray(value) ? (value.slice() as AttributeValue) : value;
       }
     }
-    const sampling = parts._sampler.shouldSample(parentContext, traceId, name, kind, initial, []);
-    const recordEnd = parts._tracerMetrics?.startSpan(parentSpanContext, sampling.decision);
+    const sampling = parts._sampler.shouldSample(parentContext, traceId, name, kind, initial, NO_LINKS);
+    const recordEnd = this.tracerMetrics?.startSpan(parentSpanContext, sampling.decision);
     const traceState = sampling.traceState ?? validParent?.traceState;
     const spanContext: SpanContext = {
       traceId,
@@ -128,7 +153,7 @@ export function validSpanContext(span: Span): SpanContext | undefined {
 }
 
 export class LeanSpan implements Span, ReadableSpan {
-  readonly attributes: Attributes = {};
+  readonly attributes: Attributes;
   // Nearly every span ends without links or events and with the status unset: they share one
   // empty list and one status until something is added.
   links: Link[] = NO_LINKS;
@@ -145,9 +170,15 @@ export class LeanSpan implements Span, ReadableSpan {
   private readonly startPerf: number;
   /** Date.now() minus the performance clock's epoch reading at the start (the SDK's correction). */
   private readonly perfOffset: number;
+  // The end as two numbers, set by end(). The HrTime arrays a reader sees are made when first
+  // read: the protobuf exporter reads the numbers (startSeconds and the others) and needs none.
+  private endS = 0;
+  private endNs = 0;
+  /** Set with the end (before onEnding, which may read it; `finished` comes after). */
+  private endSet = false;
   private startHr: HrTime | undefined;
   private endHr: HrTime | undefined;
-  private durationHr: HrTime = [-1, -1];
+  private durationHr: HrTime | undefined;
   private finished = false;
   private context: Context | undefined;
 
@@ -166,8 +197,13 @@ export class LeanSpan implements Span, ReadableSpan {
     this.perfOffset = this.startMs - (this.startPerf + TIME_ORIGIN);
     this.resource = parts._resource;
     this.instrumentationScope = parts.instrumentationScope;
-    // Checked again: a sampler may have written into the attributes it was given.
-    for (const key of Object.keys(attributes)) if (validAttribute(key, attributes[key])) this.put(key, attributes[key] as AttributeValue);
+    // Checked again: a sampler may have written into the attributes it was given. LeanTracer
+    // made that object for this span, so when it passes as it is, it becomes the span's own.
+    if (this.adoptable(attributes)) this.attributes = attributes;
+    else {
+      this.attributes = {};
+      for (const key of Object.keys(attributes)) if (validAttribute(key, attributes[key])) this.put(key, attributes[key] as AttributeValue);
+    }
     parts._spanProcessor.onStart(this as never, parentContext);
   }
 
@@ -187,11 +223,33 @@ export class LeanSpan implements Span, ReadableSpan {
   }
 
   get endTime(): HrTime {
-    return this.endHr ?? [0, 0];
+    if (!this.endSet) return [0, 0];
+    this.endHr ??= [this.endS, this.endNs];
+    return this.endHr;
   }
 
   get duration(): HrTime {
+    if (!this.endSet) return [-1, -1];
+    this.durationHr ??= hrTimeDuration(this.startTime, this.endTime);
     return this.durationHr;
+  }
+
+  // The start as millisToHrTime(startMs) gives it, without the array.
+  get startSeconds(): number {
+    return Math.trunc(this.startMs / 1000);
+  }
+
+  get startNanos(): number {
+    return Math.round((this.startMs % 1000) * 1e6);
+  }
+
+  /** The end's seconds (0 before the end, as endTime). */
+  get endSeconds(): number {
+    return this.endS;
+  }
+
+  get endNanos(): number {
+    return this.endNs;
   }
 
   get ended(): boolean {
@@ -274,15 +332,28 @@ export class LeanSpan implements Span, ReadableSpan {
       diag.error(`${this.name} ${this.spanContextValue.traceId}-${this.spanContextValue.spanId} - You can only call end() on a span once.`);
       return;
     }
-    let end = this.timeOf(endTime);
-    let duration = hrTimeDuration(this.startTime, end);
-    if (duration[0] < 0) {
-      diag.warn('Inconsistent start and end time, startTime > endTime. Setting span duration to 0ms.', this.startTime, end);
-      end = [this.startTime[0], this.startTime[1]];
-      duration = [0, 0];
+    if (endTime === undefined) {
+      // The common end, "now", in numbers: the start plus the monotonic time elapsed, as the
+      // SDK adds millisToHrTime(elapsed) to the start. Never before the start.
+      const elapsed = otperformance.now() - this.startPerf;
+      let s = this.startSeconds + Math.trunc(elapsed / 1000);
+      let ns = this.startNanos + Math.round((elapsed % 1000) * 1e6);
+      if (ns >= 1e9) {
+        ns -= 1e9;
+        s += 1;
+      }
+      this.endS = s;
+      this.endNs = ns;
+    } else {
+      let end = this.timeOf(endTime);
+      if (hrTimeDuration(this.startTime, end)[0] < 0) {
+        diag.warn('Inconsistent start and end time, startTime > endTime. Setting span duration to 0ms.', this.startTime, end);
+        end = this.startTime;
+      }
+      this.endS = end[0];
+      this.endNs = end[1];
     }
-    this.endHr = end;
-    this.durationHr = duration;
+    this.endSet = true;
     const processor = this.parts._spanProcessor;
     processor.onEnding?.(this as never);
     this.recordEnd?.();
@@ -305,6 +376,25 @@ export class LeanSpan implements Span, ReadableSpan {
     }
     if (attributes[ATTR_EXCEPTION_TYPE] || attributes[ATTR_EXCEPTION_MESSAGE]) this.addEvent('exception', attributes, time);
     else diag.warn(`Failed to record an exception ${String(exception)}`);
+  }
+
+  /**
+   * Whether the start attributes can be kept as they are: every entry valid, no more than the
+   * count limit, and no value-length limit to apply. Counts them when they can.
+   */
+  private adoptable(attributes: Attributes): boolean {
+    const limits = this.parts._spanLimits;
+    const lengthLimit = limits.attributeValueLengthLimit;
+    if (lengthLimit !== undefined && lengthLimit > 0 && lengthLimit !== Infinity) return false;
+    const countLimit = limits.attributeCountLimit;
+    let count = 0;
+    for (const key in attributes) {
+      if (!Object.prototype.hasOwnProperty.call(attributes, key) || !validAttribute(key, attributes[key])) return false;
+      if (countLimit !== undefined && count >= countLimit) return false;
+      count++;
+    }
+    this.attributeCount = count;
+    return true;
   }
 
   private put(key: string, value: AttributeValue): void {

@@ -14,10 +14,11 @@
  * (field number << 3 | wire type), then a varint (type 0), 8 bytes little-endian (type 1), a
  * varint length and that many bytes (type 2), or 4 bytes little-endian (type 5).
  */
-import type { HrTime, Link, SpanStatus } from '@opentelemetry/api';
+import type { Link, SpanStatus } from '@opentelemetry/api';
 import { ProtobufTraceSerializer, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
+import { LeanSpan } from './lean-span';
 import { groupByResourceAndScope } from './otlp-json';
 
 export const otlpProtobufTraceSerializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> = {
@@ -101,8 +102,14 @@ function writeSpan(span: ReadableSpan): void {
   // The API's SpanKind has no UNSPECIFIED, so OTLP's enum is one higher; 0 is left out.
   const kind = span.kind == null ? 0 : span.kind + 1;
   if (kind !== 0) writeVarintField(key(6, VARINT), kind);
-  writeTime(key(7, I64), span.startTime);
-  writeTime(key(8, I64), span.endTime);
+  if (span instanceof LeanSpan) {
+    // The same nanoseconds, read without making the [seconds, nanoseconds] arrays.
+    writeTime(key(7, I64), span.startSeconds, span.startNanos);
+    writeTime(key(8, I64), span.endSeconds, span.endNanos);
+  } else {
+    writeTime(key(7, I64), span.startTime[0], span.startTime[1]);
+    writeTime(key(8, I64), span.endTime[0], span.endTime[1]);
+  }
   if (span.attributes) writeAttributes(9, span.attributes);
   writeVarintField(key(10, VARINT), span.droppedAttributesCount);
   for (const event of span.events) writeEvent(event);
@@ -116,7 +123,7 @@ function writeSpan(span: ReadableSpan): void {
 
 function writeEvent(event: TimedEvent): void {
   const message = openMessage(key(11, LEN));
-  writeTime(key(1, I64), event.time);
+  writeTime(key(1, I64), event.time[0], event.time[1]);
   writeString(key(2, LEN), event.name);
   if (event.attributes) writeAttributes(3, event.attributes);
   writeVarintField(key(4, VARINT), event.droppedAttributesCount || 0);
@@ -363,12 +370,10 @@ const FIVE_POW_9 = 1_953_125;
 const TWO_23 = 0x80_0000;
 const TWO_16 = 0x1_0000;
 
-/** A fixed64 field of nanoseconds since the epoch (as the library computes them for any input). */
-function writeTime(fieldKey: number, time: HrTime): void {
+/** A fixed64 field of nanoseconds since the epoch, from an HrTime's two parts (as the library computes them for any input). */
+function writeTime(fieldKey: number, seconds: number, nanos: number): void {
   ensure(10);
   buf[pos++] = fieldKey;
-  const seconds = time[0];
-  const nanos = time[1];
   let low: number;
   let high: number;
   if (Number.isInteger(seconds) && seconds >= 0 && seconds < TWO_32 && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9) {
