@@ -63,7 +63,9 @@ export function encodeSpansProtobuf(spans: readonly ReadableSpan[]): Uint8Array 
     if (resource.schemaUrl) writeString(key(3, LEN), resource.schemaUrl);
     closeMessage(resourceSpans);
   }
-  return Buffer.from(buf.subarray(0, pos));
+  const out = Buffer.allocUnsafe(pos);
+  buf.copy(out, 0, 0, pos);
+  return out;
 }
 
 type Scope = ReadableSpan['instrumentationScope'];
@@ -112,9 +114,12 @@ function writeSpan(span: ReadableSpan): void {
   }
   if (span.attributes) writeAttributes(9, span.attributes);
   writeVarintField(key(10, VARINT), span.droppedAttributesCount);
-  for (const event of span.events) writeEvent(event);
+  // Indexed loops: a for-of here allocated an iterator per list per span.
+  const events = span.events;
+  for (let i = 0; i < events.length; i++) writeEvent(events[i]!);
   writeVarintField(key(12, VARINT), span.droppedEventsCount);
-  for (const link of span.links) writeLink(link);
+  const links = span.links;
+  for (let i = 0; i < links.length; i++) writeLink(links[i]!);
   writeVarintField(key(14, VARINT), span.droppedLinksCount);
   writeStatus(span.status);
   writeFixed32Field(key(16, I32), flags(context.traceFlags, parent?.isRemote));
@@ -317,7 +322,15 @@ function writeVarint(value: number): void {
 function writeFixed32Field(fieldKey: number, value: number): void {
   ensure(6);
   writeVarint(fieldKey);
-  pos = buf.writeUInt32LE(value >>> 0, pos);
+  writeUint32(value >>> 0);
+}
+
+/** Four bytes little-endian, `value` already a uint32. */
+function writeUint32(value: number): void {
+  buf[pos++] = value & 0xff;
+  buf[pos++] = (value >>> 8) & 0xff;
+  buf[pos++] = (value >>> 16) & 0xff;
+  buf[pos++] = value >>> 24;
 }
 
 /**
@@ -395,6 +408,6 @@ function writeTime(fieldKey: number, seconds: number, nanos: number): void {
     low = sum >>> 0;
     high = (Math.floor(fromLowSeconds / TWO_32) + ((fromHighSeconds / TWO_16) >>> 0) + Math.floor(sum / TWO_32)) >>> 0;
   }
-  pos = buf.writeUInt32LE(low, pos);
-  pos = buf.writeUInt32LE(high, pos);
+  writeUint32(low);
+  writeUint32(high);
 }

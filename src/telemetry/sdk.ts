@@ -3,7 +3,7 @@
  * can start it with their own settings (and stop it, and start it again).
  *
  *   traces   OTLP/HTTP (protobuf, or JSON by OTEL_EXPORTER_OTLP_PROTOCOL; otlp-traces.ts) through
- *            a batch processor, only when OTEL_EXPORTER_OTLP_ENDPOINT or
+ *            a batch processor (span-batcher.ts), only when OTEL_EXPORTER_OTLP_ENDPOINT or
  *            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; otherwise no tracer provider at all, so
  *            manual spans cost a no-op. Sampler, batch sizes and timeouts: the standard OTEL_*
  *            variables. While exports fail, the sampler sheds almost all spans (sampler.ts).
@@ -21,12 +21,13 @@ import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporte
 import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
 import { envDetector } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { AlwaysOffSampler, BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { AlwaysOffSampler, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createLogger } from '../log';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
 import { createOtlpTraceExporter, tracesProtocol } from './otlp-traces';
 import { ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
+import { SpanBatcher } from './span-batcher';
 import { SERVICE_VERSION, serviceResource } from './resource';
 import { ReplayableIdGenerator } from './tracing';
 
@@ -116,7 +117,7 @@ export function startTelemetry(options: TelemetryOptions = {}): TelemetryRuntime
         health.failing = false;
       },
     );
-    spanProcessors.push(new BatchSpanProcessor(otlp));
+    spanProcessors.push(new SpanBatcher(otlp));
   }
 
   const instrumentations = [new ExpressInstrumentation()];
