@@ -206,6 +206,31 @@ describe('OTLP span serializers, JSON and protobuf', () => {
     expectSameAsLibrary([...variedSpans(), handBuiltSpan()]);
   });
 
+  test('when consecutive spans repeat, change or garble their trace and parent ids, then every id is written as the library writes it', () => {
+    // The serializer copies a trace or parent id equal to the previous span's from that span's
+    // bytes: same string object, equal strings built apart, a new id, upper case, non-hex and
+    // short ids in a row must all come out as the library reads them.
+    const base = handBuiltSpan();
+    const trace = base.spanContext().traceId;
+    const ids: [string, string][] = [
+      [trace, '051581bf3cb55c13'],
+      [trace, '051581bf3cb55c13'],
+      [trace.slice(0, 16) + trace.slice(16), '051581bf3cb55c13'.slice(0, 8) + '3cb55c13'],
+      ['0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331'],
+      ['0AF7651916CD43DD8448EB211C80319C', 'B7AD6B7169203331'],
+      ['0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331'],
+      ['zz', 'xyz-not-hex!'],
+      ['0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331'],
+      ['0af7651916cd43dd', 'b7ad'],
+      ['0af7651916cd43dd8448eb211c80319c', 'b7ad6b7169203331'],
+    ];
+    const spans = ids.map(([traceId, parentId], i): ReadableSpan => {
+      const context: SpanContext = { traceId, spanId: (i + 1).toString(16).padStart(16, '0'), traceFlags: 1 };
+      return { ...base, spanContext: () => context, parentSpanContext: { ...context, spanId: parentId }, links: [], events: [] };
+    });
+    expect(hex(otlpProtobufTraceSerializer.serializeRequest(spans))).toBe(hex(ProtobufTraceSerializer.serializeRequest(spans)));
+  });
+
   test('when there are no spans, then the request is an empty resourceSpans list like the library’s (no bytes at all in protobuf)', () => {
     expect(text(otlpJsonTraceSerializer.serializeRequest([]))).toBe('{"resourceSpans":[]}');
     expect(otlpProtobufTraceSerializer.serializeRequest([])).toHaveLength(0);

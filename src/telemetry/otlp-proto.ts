@@ -94,12 +94,12 @@ function writeScope(scope: Scope): void {
 function writeSpan(span: ReadableSpan): void {
   const message = openMessage(key(2, LEN));
   const context = span.spanContext();
-  writeId(key(1, LEN), context.traceId);
+  writeId(key(1, LEN), context.traceId, lastTrace);
   writeId(key(2, LEN), context.spanId);
   const traceState = context.traceState?.serialize();
   if (traceState) writeString(key(3, LEN), traceState);
   const parent = span.parentSpanContext;
-  if (parent?.spanId) writeId(key(4, LEN), parent.spanId);
+  if (parent?.spanId) writeId(key(4, LEN), parent.spanId, lastParent);
   writeString(key(5, LEN), span.name);
   // The API's SpanKind has no UNSPECIFIED, so OTLP's enum is one higher; 0 is left out.
   const kind = span.kind == null ? 0 : span.kind + 1;
@@ -367,12 +367,40 @@ const HEX = new Int16Array(128);
 for (let c = 0; c < 128; c++) HEX[c] = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c - 55;
 const hexValue = (c: number): number => (c < 128 ? HEX[c]! : c - 55);
 
+/** The last id written through it, and its bytes. */
+interface IdMemo {
+  hex: string;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * A span's trace id is usually the one the span written before it had (the webhook's three
+ * spans end one after the other), and so is a parent id: those are copied from the last one's
+ * bytes rather than read from hex again.
+ */
+const lastTrace: IdMemo = { hex: '', bytes: new Uint8Array(16) };
+const lastParent: IdMemo = { hex: '', bytes: new Uint8Array(8) };
+
 /** A trace or span id field: its hex string as bytes. */
-function writeId(fieldKey: number, hex: string): void {
+function writeId(fieldKey: number, hex: string, memo?: IdMemo): void {
   const bytes = hex.length >>> 1;
   ensure(bytes + 6);
   buf[pos++] = fieldKey;
   writeVarint(bytes);
+  if (memo !== undefined && memo.bytes.length === bytes) {
+    const last = memo.bytes;
+    if (hex === memo.hex) {
+      for (let i = 0; i < bytes; i++) buf[pos++] = last[i]!;
+      return;
+    }
+    memo.hex = hex;
+    for (let i = 0; i < bytes; i++) {
+      const byte = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
+      last[i] = byte;
+      buf[pos++] = byte;
+    }
+    return;
+  }
   for (let i = 0; i < bytes; i++) {
     buf[pos++] = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
   }
