@@ -6,8 +6,9 @@
  */
 import { context, diag, DiagLogLevel, ROOT_CONTEXT, type Context, type ContextManager, type DiagLogger } from '@opentelemetry/api';
 import { ExportResultCode, isTracingSuppressed, type ExportResult } from '@opentelemetry/core';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { BasicTracerProvider, SamplingDecision, type ReadableSpan, type Sampler, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { afterEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { batchSettings, SpanBatcher, type BatchSettings } from '../src/telemetry/span-batcher';
 
 /** Records each export and holds its result until the test releases it. */
@@ -97,13 +98,13 @@ afterEach(async () => {
   warnings.length = 0;
 });
 
-function setup(settings: Partial<BatchSettings>, sampler?: Sampler) {
+function setup(settings: Partial<BatchSettings>, sampler?: Sampler, resource?: Resource) {
   diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
   context.setGlobalContextManager(new StackContextManager());
   const exporter = new HeldExporter();
   exporters.push(exporter);
   const batcher = new SpanBatcher(exporter, settings);
-  const provider = new BasicTracerProvider({ spanProcessors: [batcher], ...(sampler ? { sampler } : {}) });
+  const provider = new BasicTracerProvider({ spanProcessors: [batcher], ...(sampler ? { sampler } : {}), ...(resource ? { resource } : {}) });
   providers.push(provider);
   const tracer = provider.getTracer('batcher-test');
   const end = (...names: string[]): void => {
@@ -168,9 +169,40 @@ describe('the queue', () => {
     const { exporter, end } = setup({ maxExportBatchSize: 1, scheduledDelayMillis: 10_000, exportTimeoutMillis: 40 });
     end('a', 'b');
     expect(exporter.batches).toEqual([['a']]);
+    await tick(10);
+    expect(exporter.batches).toEqual([['a']]);
     await tick(100);
     expect(exporter.batches).toEqual([['a'], ['b']]);
     expect(warnings).toContain('error span export timed out');
+  });
+});
+
+describe('what the exports wait for, and what they survive', () => {
+  test('when the resource’s attributes are still being detected, then the export waits for them', async () => {
+    let detected: (value: string) => void = () => undefined;
+    const late = new Promise<string>((resolve) => (detected = resolve));
+    const { exporter, end } = setup({ maxExportBatchSize: 1 }, undefined, resourceFromAttributes({ 'host.late': late as unknown as string }));
+    end('a');
+    await tick(10);
+    expect(exporter.batches).toEqual([]);
+    detected('found');
+    await tick();
+    expect(exporter.batches).toEqual([['a']]);
+  });
+
+  test('when something throws before the export starts, then the batch is dropped with a log line, and nothing rejects', async () => {
+    const { exporter, batcher } = setup({ maxExportBatchSize: 1 });
+    const broken = {
+      name: 'broken',
+      spanContext: () => ({ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: 1 }),
+      get resource(): Resource {
+        throw new Error('no resource');
+      },
+    } as unknown as ReadableSpan;
+    batcher.onEnd(broken);
+    await batcher.forceFlush();
+    expect(exporter.batches).toEqual([]);
+    expect(warnings.some((w) => w.startsWith('error span export failed before it started'))).toBe(true);
   });
 });
 
@@ -209,8 +241,15 @@ describe('flush and shutdown', () => {
 
 describe('settings', () => {
   const names = ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 'OTEL_BSP_MAX_QUEUE_SIZE', 'OTEL_BSP_SCHEDULE_DELAY', 'OTEL_BSP_EXPORT_TIMEOUT'];
-  afterEach(() => {
+  const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
+  beforeEach(() => {
     for (const name of names) delete process.env[name];
+  });
+  afterEach(() => {
+    for (const name of names) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
   });
 
   test('when nothing is set, then the specification’s defaults', () => {
@@ -226,5 +265,24 @@ describe('settings', () => {
     expect(batchSettings({ exportTimeoutMillis: 9_000 })).toEqual({ maxExportBatchSize: 1000, maxQueueSize: 1000, scheduledDelayMillis: 250, exportTimeoutMillis: 9_000 });
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/maxExportBatchSize must be smaller or equal to maxQueueSize/);
+  });
+
+  test('when a setting is zero, negative or fractional, then it is warned about and the default is used (a zero batch would never empty the queue)', async () => {
+    diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
+    process.env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE = '0';
+    process.env.OTEL_BSP_MAX_QUEUE_SIZE = '-5';
+    expect(batchSettings({ scheduledDelayMillis: 2.5 })).toEqual({ maxExportBatchSize: 512, maxQueueSize: 2048, scheduledDelayMillis: 5_000, exportTimeoutMillis: 30_000 });
+    expect(warnings).toEqual([
+      'warn OTEL_BSP_MAX_EXPORT_BATCH_SIZE (maxExportBatchSize) must be a positive whole number, not 0; using 512',
+      'warn OTEL_BSP_MAX_QUEUE_SIZE (maxQueueSize) must be a positive whole number, not -5; using 2048',
+      'warn OTEL_BSP_SCHEDULE_DELAY (scheduledDelayMillis) must be a positive whole number, not 2.5; using 5000',
+    ]);
+    // And a batcher made so still empties its queue on shutdown.
+    warnings.length = 0;
+    const { exporter, batcher, end } = setup({});
+    end('a', 'b');
+    exporter.stopHolding();
+    await batcher.shutdown();
+    expect(exporter.batches).toEqual([['a', 'b']]);
   });
 });

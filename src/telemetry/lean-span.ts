@@ -131,7 +131,7 @@ export class LeanTracer {
         if (validAttribute(key, value)) initial[key] = Array.isArray(value) ? (value.slice() as AttributeValue) : value;
       }
     }
-    const sampling = parts._sampler.shouldSample(parentContext, traceId, name, kind, initial, NO_LINKS);
+    const sampling = parts._sampler.shouldSample(parentContext, traceId, name, kind, initial, []);
     const recordEnd = this.tracerMetrics?.startSpan(parentSpanContext, sampling.decision);
     const traceState = sampling.traceState ?? validParent?.traceState;
     const spanContext: SpanContext = {

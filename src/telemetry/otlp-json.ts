@@ -89,12 +89,12 @@ type Scope = ReadableSpan['instrumentationScope'];
  * appearance. The JSON mapping keys scopes by name@version:schemaUrl (scopes equal in those
  * share one ScopeSpans, as in the library's JSON); the protobuf one by scope object.
  */
-export function groupByResourceAndScope<K>(spans: readonly ReadableSpan[], scopeKey: (scope: Scope) => K): Map<Resource, Map<K, ReadableSpan[]>> {
+export function groupByResourceAndScope<K>(spans: readonly ReadableSpan[], scopeKey: (scope: Scope) => K): Map<Resource, Map<K, readonly ReadableSpan[]>> {
   const byResource = new Map<Resource, Map<K, ReadableSpan[]>>();
   const first = spans[0];
   if (first !== undefined && spans.every((s) => s.resource === first.resource && s.instrumentationScope === first.instrumentationScope)) {
     // One resource and one scope object, as a batch of webhook spans is: the batch is the group.
-    return byResource.set(first.resource, new Map([[scopeKey(first.instrumentationScope), spans as ReadableSpan[]]]));
+    return new Map([[first.resource, new Map([[scopeKey(first.instrumentationScope), spans]])]]);
   }
   // A batch is nearly always one resource and a few scope objects in runs: skip the key for repeats.
   let lastResource: Resource | undefined;

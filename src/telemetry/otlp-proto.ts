@@ -374,9 +374,9 @@ interface IdMemo {
 }
 
 /**
- * A span's trace id is usually the one the span written before it had (the webhook's three
- * spans end one after the other), and so is a parent id: those are copied from the last one's
- * bytes rather than read from hex again.
+ * Consecutive spans in a batch usually share their trace id, and often their parent id (the
+ * webhook's three spans end one after the other): an id equal to the last one written through
+ * its memo is copied from that one's bytes rather than read from hex again.
  */
 const lastTrace: IdMemo = { hex: '', bytes: new Uint8Array(16) };
 const lastParent: IdMemo = { hex: '', bytes: new Uint8Array(8) };

@@ -26,9 +26,9 @@ import { createLogger } from '../log';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
 import { createOtlpTraceExporter, tracesProtocol } from './otlp-traces';
+import { SERVICE_VERSION, serviceResource } from './resource';
 import { ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
 import { SpanBatcher } from './span-batcher';
-import { SERVICE_VERSION, serviceResource } from './resource';
 import { ReplayableIdGenerator } from './tracing';
 
 export type Env = Readonly<Record<string, string | undefined>>;

@@ -8,14 +8,16 @@
  *              size above the queue size is cut to it, with a warning.
  *   queue      sampled spans wait in a bounded queue; a full queue drops the span, and the next
  *              span queued after a drop warns how many were dropped.
- *   export     a batch goes as soon as the queue holds a full one, else when the oldest waiting
- *              span has waited the schedule delay; one export at a time, each given up on (and
- *              the next one started) after the export timeout. Exports run with tracing
- *              suppressed, so an instrumented transport cannot trace its own requests, and wait
- *              for resources whose attributes are still being detected.
+ *   export     a batch goes as soon as the queue holds a full one, else when the schedule delay
+ *              has passed since the timer started (at the first span queued while no export
+ *              runs, or when an export ends with spans left). One export at a time, except that
+ *              an export given up on at the export timeout may still be running beside the next,
+ *              and a flush sends all its batches at once. Exports run with tracing suppressed,
+ *              so an instrumented transport cannot trace its own requests, and wait for
+ *              resources whose attributes are still being detected.
  *   flush      forceFlush exports everything queued and waits for it and for an export in
  *              flight; shutdown flushes, then shuts the exporter down; spans ended after
- *              shutdown are ignored.
+ *              shutdown are ignored. Neither rejects: a failed export is logged (diag.error).
  *
  * Why not the SDK's own: on every span it queues, it allocates the closure that would start an
  * export, about a tenth of what the webhook's three spans allocated beyond the spans themselves
@@ -42,9 +44,19 @@ const ENV: Readonly<Record<keyof BatchSettings, string>> = {
   exportTimeoutMillis: 'OTEL_BSP_EXPORT_TIMEOUT',
 };
 
-/** Each setting: given, else its OTEL_BSP_* variable (read as the SDK reads it), else the default. */
+/**
+ * Each setting: given, else its OTEL_BSP_* variable (read as the SDK reads it), else the default.
+ * A value that is not a positive whole number (a zero batch would never empty the queue) is
+ * warned about and the default used.
+ */
 export function batchSettings(given: Partial<BatchSettings> = {}): BatchSettings {
-  const pick = (name: keyof BatchSettings): number => given[name] ?? getNumberFromEnv(ENV[name]) ?? DEFAULTS[name];
+  const pick = (name: keyof BatchSettings): number => {
+    const value = given[name] ?? getNumberFromEnv(ENV[name]);
+    if (value === undefined) return DEFAULTS[name];
+    if (Number.isSafeInteger(value) && value > 0) return value;
+    diag.warn(`${ENV[name]} (${name}) must be a positive whole number, not ${value}; using ${DEFAULTS[name]}`);
+    return DEFAULTS[name];
+  };
   const settings = {
     maxExportBatchSize: pick('maxExportBatchSize'),
     maxQueueSize: pick('maxQueueSize'),
@@ -145,6 +157,13 @@ export class SpanBatcher implements SpanProcessor {
         diag.error('span export timed out', exportTimeoutMillis);
         resolve();
       }, exportTimeoutMillis);
+      // A stuck collector must not hold up the process's exit (shutdown has its own limit).
+      timer.unref();
+      const failed = (what: string, error: unknown): void => {
+        clearTimeout(timer);
+        diag.error(what, error);
+        resolve();
+      };
       const send = (): void =>
         context.with(suppressTracing(context.active()), () => {
           try {
@@ -154,19 +173,18 @@ export class SpanBatcher implements SpanProcessor {
               resolve();
             });
           } catch (error) {
-            clearTimeout(timer);
-            diag.error('span export threw', error);
-            resolve();
+            failed('span export threw', error);
           }
         });
-      const pending = pendingResources(spans);
-      if (pending === undefined) send();
-      else
-        Promise.all(pending).then(send, (error: unknown) => {
-          clearTimeout(timer);
-          diag.error('resource attributes could not be detected; spans dropped', error);
-          resolve();
-        });
+      // Telemetry never breaks the service: whatever throws here (a malformed span, a
+      // detector) drops this batch with a log line, never an unhandled rejection.
+      try {
+        const pending = pendingResources(spans);
+        if (pending === undefined) send();
+        else Promise.all(pending).then(send, (error: unknown) => failed('resource attributes could not be detected; spans dropped', error));
+      } catch (error) {
+        failed('span export failed before it started; spans dropped', error);
+      }
     });
     this.inFlight.add(done);
     void done.then(() => this.inFlight.delete(done));
