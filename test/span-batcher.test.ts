@@ -239,6 +239,15 @@ describe('flush and shutdown', () => {
   });
 });
 
+describe('an exporter that fails to shut down', () => {
+  test('when the exporter’s shutdown rejects, then the batcher’s shutdown still resolves, and says so in the log', async () => {
+    const { exporter, batcher } = setup({});
+    exporter.shutdown = () => Promise.reject(new Error('collector gone'));
+    await expect(batcher.shutdown()).resolves.toBeUndefined();
+    expect(warnings.some((w) => w.startsWith('error span exporter shutdown failed'))).toBe(true);
+  });
+});
+
 describe('settings', () => {
   const names = ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 'OTEL_BSP_MAX_QUEUE_SIZE', 'OTEL_BSP_SCHEDULE_DELAY', 'OTEL_BSP_EXPORT_TIMEOUT'];
   const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));

@@ -387,23 +387,18 @@ function writeId(fieldKey: number, hex: string, memo?: IdMemo): void {
   ensure(bytes + 6);
   buf[pos++] = fieldKey;
   writeVarint(bytes);
-  if (memo !== undefined && memo.bytes.length === bytes) {
-    const last = memo.bytes;
-    if (hex === memo.hex) {
-      for (let i = 0; i < bytes; i++) buf[pos++] = last[i]!;
-      return;
-    }
-    memo.hex = hex;
-    for (let i = 0; i < bytes; i++) {
-      const byte = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
-      last[i] = byte;
-      buf[pos++] = byte;
-    }
+  const remembered = memo !== undefined && memo.bytes.length === bytes ? memo : undefined;
+  if (remembered !== undefined && hex === remembered.hex) {
+    for (let i = 0; i < bytes; i++) buf[pos++] = remembered.bytes[i]!;
     return;
   }
+  const start = pos;
   for (let i = 0; i < bytes; i++) {
     buf[pos++] = (hexValue(hex.charCodeAt(2 * i)) << 4) | hexValue(hex.charCodeAt(2 * i + 1));
   }
+  if (remembered === undefined) return;
+  remembered.hex = hex;
+  for (let i = 0; i < bytes; i++) remembered.bytes[i] = buf[start + i]!;
 }
 
 // 1e9 = 2^9 * 1953125, so seconds * 1e9 splits into parts that stay exact in a double.

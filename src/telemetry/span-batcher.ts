@@ -107,10 +107,7 @@ export class SpanBatcher implements SpanProcessor {
     this.queue.push(span);
     if (this.exporting) return;
     if (this.queue.length >= this.settings.maxExportBatchSize) this.exportNext();
-    else if (this.timer === undefined) {
-      this.timer = setTimeout(this.onTimer, this.settings.scheduledDelayMillis);
-      this.timer.unref();
-    }
+    else this.startTimer();
   }
 
   forceFlush(): Promise<void> {
@@ -118,7 +115,9 @@ export class SpanBatcher implements SpanProcessor {
   }
 
   shutdown(): Promise<void> {
-    this.stopped ??= this.flushAll().then(() => this.exporter.shutdown());
+    this.stopped ??= this.flushAll()
+      .then(() => this.exporter.shutdown())
+      .catch((error: unknown) => diag.error('span exporter shutdown failed', error));
     return this.stopped;
   }
 
@@ -130,11 +129,15 @@ export class SpanBatcher implements SpanProcessor {
     void this.exportBatch().finally(() => {
       this.exporting = false;
       if (this.queue.length >= this.settings.maxExportBatchSize) this.exportNext();
-      else if (this.queue.length > 0 && this.timer === undefined && this.stopped === undefined) {
-        this.timer = setTimeout(this.onTimer, this.settings.scheduledDelayMillis);
-        this.timer.unref();
-      }
+      else if (this.queue.length > 0 && this.stopped === undefined) this.startTimer();
     });
+  }
+
+  /** Starts the schedule delay's timer unless it is running. */
+  private startTimer(): void {
+    if (this.timer !== undefined) return;
+    this.timer = setTimeout(this.onTimer, this.settings.scheduledDelayMillis);
+    this.timer.unref();
   }
 
   private async flushAll(): Promise<void> {
