@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SIMULATOR_ACCESS_TOKEN } from '../src/simulator/identity';
+import { SANDBOX_KEY } from '../src/store/key-store';
 import { driveTaps } from '../src/simulator/taps';
 import { startOtlpReceiver, type CollectedSpan, type OtlpReceiver } from './helpers/otlp-receiver';
 import { firstValue, parseExposition, PROMETHEUS_BIN, PROMTOOL_BIN, promtoolCheckMetrics, sampleValue, startPrometheus, toolAvailable, type RunningPrometheus } from './helpers/prometheus';
@@ -175,6 +176,32 @@ describe('one tap traced through the running service', () => {
     const exported = receiver.bodies.join('\n');
     expect(exported).not.toContain(contact);
     expect(exported).not.toContain(SIMULATOR_ACCESS_TOKEN);
+  });
+});
+
+describe('the REST API traced in the running service', () => {
+  test('when the dashboard calls the REST API with a traceparent, then its request is a server span named by route in the caller\'s trace, with the express spans under it', async () => {
+    const caller = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+    const res = await fetch(`${service.apiUrl}/summary`, {
+      headers: { authorization: `Bearer ${SANDBOX_KEY}`, traceparent: `00-${caller.traceId}-${caller.spanId}-01` },
+    });
+    expect(res.status).toBe(200);
+    await res.text();
+    const spans = await receiver.waitFor((all) => all.some((s) => s.traceId === caller.traceId && s.kind === KIND.server));
+    const inTrace = (all: readonly CollectedSpan[]) => all.filter((s) => s.traceId === caller.traceId);
+    const server = inTrace(spans).find((s) => s.kind === KIND.server) as CollectedSpan;
+    expect(server).toMatchObject({
+      name: 'GET /api/summary',
+      parentSpanId: caller.spanId,
+      attributes: { 'http.request.method': 'GET', 'url.path': '/api/summary', 'http.route': '/api/summary', 'http.response.status_code': 200 },
+    });
+    // The middleware (helmet, cors, the key check) and the route's handler, each a span of the
+    // express instrumentation under the request's span.
+    const all = await receiver.waitFor((s) => inTrace(s).some((x) => x.name.startsWith('request handler') && x.scope.includes('express')));
+    const express = inTrace(all).filter((s) => s.scope.includes('express'));
+    expect(express.length).toBeGreaterThan(2);
+    const ids = new Set(inTrace(all).map((s) => s.spanId));
+    for (const span of express) expect(ids.has(span.parentSpanId ?? '')).toBe(true);
   });
 });
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { trace } from '@opentelemetry/api';
 import { GroupCommitter } from '../src/group-commit';
 import { openDatabase, type Db } from '../src/store/database';
 import { createTelemetryLogger } from '../src/telemetry/log';
@@ -185,7 +186,17 @@ describe('tracing with an OTLP/HTTP collector', () => {
     const express = createRequire(__filename)('express') as typeof import('express');
     const app = express();
     app.use(httpServerSpans(3002));
-    app.get('/api/packs/:id', (_req, res) => void res.json({ ok: true }));
+    // An awaiting middleware: the handler after it is traced only if the context followed the await.
+    app.use(async (_req: unknown, _res: unknown, next: () => void) => {
+      await new Promise((r) => setTimeout(r, 2));
+      next();
+    });
+    let afterAwait: string | undefined;
+    app.get('/api/packs/:id', async (_req, res) => {
+      await new Promise((r) => setImmediate(r));
+      afterAwait = trace.getActiveSpan()?.spanContext().traceId;
+      res.json({ ok: true });
+    });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
     const caller = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
@@ -205,8 +216,12 @@ describe('tracing with an OTLP/HTTP collector', () => {
       parentSpanId: 'b7ad6b7169203331',
       attributes: { 'http.request.method': 'GET', 'url.path': '/api/packs/starter', 'http.route': '/api/packs/:id', 'http.response.status_code': 200, 'server.port': 3002 },
     });
-    // The express instrumentation's handler spans hang under it.
-    expect(spans.filter((x) => x.parentSpanId === serverSpan.spanId && x.scope.includes('express')).length).toBeGreaterThan(0);
+    // The express instrumentation's spans hang under it, the handler's too (it runs after an await).
+    const expressSpans = await receiver.waitFor((s) => s.some((x) => x.name.startsWith('request handler')));
+    const handler = expressSpans.find((x) => x.name.startsWith('request handler'));
+    expect(handler).toMatchObject({ traceId: serverSpan.traceId, parentSpanId: serverSpan.spanId });
+    expect(expressSpans.filter((x) => x.parentSpanId === serverSpan.spanId && x.scope.includes('express')).length).toBeGreaterThan(1);
+    expect(afterAwait).toBe(serverSpan.traceId);
   });
 
   test('when a span is given a phone-number-like attribute, then it is exported redacted', async () => {

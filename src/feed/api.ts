@@ -7,6 +7,7 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import helmet from 'helmet';
 import type { Logger } from '../log';
+import { httpServerSpans } from '../telemetry/tracing';
 import { isStorageUnavailable } from '../store/database';
 import type { FeedStore } from '../store/feed-store';
 import type { ApiKeyInfo, KeyReader } from '../store/key-store';
@@ -48,6 +49,8 @@ const ROUTES: ReadonlyArray<readonly [path: string, method: string]> = [
 export function createApiApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // First, so every request has its server span and the express instrumentation's spans hang under it.
+  app.use(httpServerSpans());
   app.set('query parser', 'simple');
   app.use(
     helmet({

@@ -23,6 +23,7 @@ import { envDetector } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { AlwaysOffSampler, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createLogger } from '../log';
+import { installContextManager, uninstallContextManager } from './context-manager';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
 import { createOtlpTraceExporter, tracesProtocol } from './otlp-traces';
@@ -133,6 +134,8 @@ export function startTelemetry(options: TelemetryOptions = {}): TelemetryRuntime
     idGenerator: new ReplayableIdGenerator(),
     logRecordProcessors: [],
     instrumentations,
+    // Contexts follow async continuations only while the REST API holds them (decision 0010).
+    contextManager: installContextManager(),
   });
   sdk.start();
   // After start: NodeSDK installs a console diag logger itself when OTEL_LOG_LEVEL is set.
@@ -184,6 +187,7 @@ export function startTelemetry(options: TelemetryOptions = {}): TelemetryRuntime
         metrics.disable();
         propagation.disable();
         context.disable();
+        uninstallContextManager();
         diag.disable();
         running = false;
       })();

@@ -40,6 +40,7 @@ import {
   ATTR_URL_PATH,
   ATTR_URL_SCHEME,
 } from '@opentelemetry/semantic-conventions';
+import { holdAsyncContext } from './context-manager';
 import { LeanSpan, LeanTracer } from './lean-span';
 import { SERVICE_VERSION } from './resource';
 
@@ -108,6 +109,7 @@ export interface ServerRequestLike {
   readonly baseUrl?: string;
   readonly route?: { readonly path?: unknown };
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly socket?: { readonly localPort?: number };
 }
 export interface ServerResponseLike {
   readonly statusCode: number;
@@ -118,18 +120,24 @@ export interface ServerResponseLike {
  * Express middleware (mount it first) giving each REST request a SERVER span, named by its
  * route once routing has matched it. Automatic http instrumentation is off (see above), and
  * the express instrumentation only adds middleware and handler spans under an active span, so
- * this is the span they hang from. An incoming W3C traceparent is continued.
+ * this is the span they hang from. An incoming W3C traceparent is continued. While the request
+ * is in flight it holds async context propagation (context-manager.ts), so the spans and log
+ * lines of handlers that await find the request's span. `serverPort` defaults to the port the
+ * request came in on.
  */
-export function httpServerSpans(serverPort: number): (req: ServerRequestLike, res: ServerResponseLike, next: () => void) => void {
+export function httpServerSpans(serverPort?: number): (req: ServerRequestLike, res: ServerResponseLike, next: () => void) => void {
   return (req, res, next) => {
     const m = KNOWN_METHODS.has(req.method ?? '') ? (req.method as string) : '_OTHER';
     const path = (req.originalUrl ?? req.url ?? '/').split('?')[0] ?? '/';
     const parent = propagator.extract(ROOT_CONTEXT, req.headers, defaultTextMapGetter);
+    const port = serverPort ?? req.socket?.localPort ?? 0;
     const span = tracer().startSpan(
       m,
-      { kind: SpanKind.SERVER, attributes: { [ATTR_HTTP_REQUEST_METHOD]: m, [ATTR_URL_PATH]: path, [ATTR_URL_SCHEME]: 'http', [ATTR_SERVER_PORT]: serverPort } },
+      { kind: SpanKind.SERVER, attributes: { [ATTR_HTTP_REQUEST_METHOD]: m, [ATTR_URL_PATH]: path, [ATTR_URL_SCHEME]: 'http', [ATTR_SERVER_PORT]: port } },
       parent,
     );
+    // Nothing to follow when the span has no valid context (tracing off and no incoming traceparent).
+    const release = isSpanContextValid(span.spanContext()) ? holdAsyncContext() : undefined;
     let ended = false;
     const end = (): void => {
       if (ended) return;
@@ -140,6 +148,7 @@ export function httpServerSpans(serverPort: number): (req: ServerRequestLike, re
         span.updateName(`${m} ${route}`);
       }
       endServerSpan(span, res.statusCode);
+      release?.();
     };
     res.once('finish', end);
     res.once('close', end);

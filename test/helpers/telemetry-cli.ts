@@ -10,6 +10,8 @@ export interface TelemetryCli {
   readonly cli: CliProcess;
   readonly webhookUrl: string;
   readonly metricsUrl: string;
+  /** The REST API's base, ending in /api. */
+  readonly apiUrl: string;
   /** host:port of METRICS_PORT, for a Prometheus scrape target. */
   readonly metricsTarget: string;
   /** The built-in simulator's base URL (its control surface is under /_sim/). */
@@ -43,6 +45,7 @@ export async function startTelemetryCli(extra: Record<string, string | undefined
     cli,
     webhookUrl: cli.url,
     metricsUrl,
+    apiUrl: startedField(cli.output(), 'api'),
     metricsTarget: new URL(metricsUrl).host,
     simulatorUrl: startedField(cli.output(), 'simulator'),
     dir,
