@@ -178,61 +178,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   let feed: Feed | undefined;
   let feedDb: Db | undefined;
   let sandboxKey: string | undefined;
-  if (role !== 'webhook') {
-    if (write === undefined) {
-      // A feed on its own: make sure the file exists and is migrated, then only ever read it.
-      const setup = openDatabase(config.databasePath);
-      if (config.sandbox) sandboxKey = ensureSandboxKey(setup);
-      setup.close();
-    } else if (config.sandbox) {
-      sandboxKey = ensureSandboxKey(write.db);
-    }
-    feedDb = openDatabase(config.databasePath, { readonly: true });
-    let writable = true;
-    write?.writer.onBatch((batch) => (writable = batch.committed));
-    feed = createFeed({
-      db: feedDb,
-      config,
-      log,
-      clock,
-      packs: catalog.packs,
-      ...(write !== undefined ? { writable: () => writable } : {}),
-      ...(options.extendApi !== undefined ? { extend: options.extendApi } : {}),
-    });
-    const f = feed;
-    write?.writer.onCommit(() => f.notify());
-    t.observeWebSocketClients(() => f.clients());
-  }
-
-  const ports: { webhook?: number; api?: number; ws?: number; metrics?: number } = {};
-  if (write !== undefined) ports.webhook = await listen(write.webhook, config.ports.webhook, config.host);
-  if (feed !== undefined) {
-    const bound = await feed.listen();
-    ports.api = bound.api;
-    ports.ws = bound.ws;
-  }
   let metrics: MetricsServer | undefined;
-  const runtime = options.telemetry;
-  if (runtime !== undefined) {
-    metrics = await startMetricsServer({
-      port: config.ports.metrics,
-      host: config.host,
-      appMetricsText: () => runtime.appMetricsText(),
-      onError: (error) => log.warn({ err: (error as Error).message }, 'metrics scrape failed'),
-    });
-    ports.metrics = metrics.port;
-  }
-  const urls = {
-    ...(ports.webhook !== undefined ? { webhook: `http://${shownHost}:${ports.webhook}/webhook` } : {}),
-    ...(ports.api !== undefined ? { api: `http://${shownHost}:${ports.api}/api`, page: `http://${shownHost}:${ports.api}/` } : {}),
-    ...(ports.ws !== undefined ? { ws: `ws://${shownHost}:${ports.ws}/ws` } : {}),
-    ...(write?.graphUrl !== undefined ? { graph: write.graphUrl } : {}),
-    ...(write?.simulator !== undefined ? { simulator: write.simulator.url } : {}),
-    ...(metrics !== undefined ? { metrics: `http://${shownHost}:${metrics.port}/metrics` } : {}),
-  };
-  if (urls.webhook !== undefined) write?.simulator?.setWebhook(urls.webhook, config.appSecrets[0]);
-  write?.sender?.start();
-  log.info({ role, ...urls, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
+  const ports: { webhook?: number; api?: number; ws?: number; metrics?: number } = {};
+  let urls: RunningService['urls'] = {};
 
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -261,6 +209,66 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     })();
     return closed;
   };
+  try {
+    if (role !== 'webhook') {
+      if (write === undefined) {
+        // A feed on its own: make sure the file exists and is migrated, then only ever read it.
+        const setup = openDatabase(config.databasePath);
+        if (config.sandbox) sandboxKey = ensureSandboxKey(setup);
+        setup.close();
+      } else if (config.sandbox) {
+        sandboxKey = ensureSandboxKey(write.db);
+      }
+      feedDb = openDatabase(config.databasePath, { readonly: true });
+      let writable = true;
+      write?.writer.onBatch((batch) => (writable = batch.committed));
+      feed = createFeed({
+        db: feedDb,
+        config,
+        log,
+        clock,
+        packs: catalog.packs,
+        ...(write !== undefined ? { writable: () => writable } : {}),
+        ...(options.extendApi !== undefined ? { extend: options.extendApi } : {}),
+      });
+      const f = feed;
+      write?.writer.onCommit(() => f.notify());
+      t.observeWebSocketClients(() => f.clients());
+    }
+
+    if (write !== undefined) ports.webhook = await listen(write.webhook, config.ports.webhook, config.host);
+    if (feed !== undefined) {
+      const bound = await feed.listen();
+      ports.api = bound.api;
+      ports.ws = bound.ws;
+    }
+    const runtime = options.telemetry;
+    if (runtime !== undefined) {
+      metrics = await startMetricsServer({
+        port: config.ports.metrics,
+        host: config.host,
+        appMetricsText: () => runtime.appMetricsText(),
+        onError: (error) => log.warn({ err: (error as Error).message }, 'metrics scrape failed'),
+      });
+      ports.metrics = metrics.port;
+    }
+    urls = {
+      ...(ports.webhook !== undefined ? { webhook: `http://${shownHost}:${ports.webhook}/webhook` } : {}),
+      ...(ports.api !== undefined ? { api: `http://${shownHost}:${ports.api}/api`, page: `http://${shownHost}:${ports.api}/` } : {}),
+      ...(ports.ws !== undefined ? { ws: `ws://${shownHost}:${ports.ws}/ws` } : {}),
+      ...(write?.graphUrl !== undefined ? { graph: write.graphUrl } : {}),
+      ...(write?.simulator !== undefined ? { simulator: write.simulator.url } : {}),
+      ...(metrics !== undefined ? { metrics: `http://${shownHost}:${metrics.port}/metrics` } : {}),
+    };
+    if (urls.webhook !== undefined) write?.simulator?.setWebhook(urls.webhook, config.appSecrets[0]);
+    write?.sender?.start();
+    log.info({ role, ...urls, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
+  } catch (error) {
+    // A port taken or a database that will not open: stop what did start (the writer thread, a
+    // listening webhook), so that the process exits with the error instead of serving on.
+    await close().catch((closeError: unknown) => log.warn({ err: (closeError as Error).message }, 'closing after a failed start failed'));
+    throw error;
+  }
   return {
     role,
     db: write?.db ?? (feedDb as Db),

@@ -6,10 +6,11 @@
 import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, openSync, closeSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, postSigned, type CliProcess } from './helpers/webhook';
-import { killAll, requireBuild, runCtu, startService, stopService } from './helpers/cli';
+import { cliEnv, killAll, requireBuild, runCtu, startService, stopService } from './helpers/cli';
 import { inboundEvent, startLoad, waitFor } from './ops-helpers';
 
 const dir = makeTempDir('ctu-ops-failures-');
@@ -51,6 +52,27 @@ describe('failure modes', () => {
     expect(exit.ms).toBeLessThan(15_000);
     console.info(`SIGTERM under load: exit ${String(exit.code)} after ${exit.ms} ms; ${load.acked.length} acknowledged, answers ${JSON.stringify([...load.answers])}`);
     expect(missing(path, load.acked)).toEqual([]);
+  });
+
+  it('when a port the service needs is taken, then `ctu start` exits 1 naming the error, and leaves nothing listening or running', async () => {
+    requireBuild();
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const env = await cliEnv(join(dir.path, 'port-taken.db'), { API_PORT: String((taken.address() as AddressInfo).port) });
+      // The webhook port binds first, then the API's fails: before the fix the process kept
+      // serving webhooks after printing the error, and never exited.
+      const run = await runCtu(['start'], env, 20_000);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('EADDRINUSE');
+      const probe = await fetch(`http://127.0.0.1:${env.WEBHOOK_PORT}/webhook`).then(
+        () => 'answered',
+        () => 'refused',
+      );
+      expect(probe).toBe('refused');
+    } finally {
+      taken.close();
+    }
   });
 
   it('when another process holds the write lock, then POSTs get 503 with Retry-After, and once it lets go they get 200 again', async () => {
