@@ -111,8 +111,10 @@ export class LeanTracer {
   /**
    * Starts a span under `parent` (a root when there is none), as the SDK's Tracer.startSpan
    * would with the same arguments: same ids, same sampling call, same processor calls.
+   * `handedOver`: the caller made `attributes` for this span alone, with valid scalar values,
+   * and never touches it again, so it is used as it is instead of copied.
    */
-  startSpan(name: string, kind: SpanKind, attributes: Attributes | undefined, parent: Span | undefined): Span {
+  startSpan(name: string, kind: SpanKind, attributes: Attributes | undefined, parent: Span | undefined, handedOver = false): Span {
     const parts = this.parts;
     // As the SDK's childSpan path: the parent set on the active context (cached when that is the root, as on the webhook).
     const active = parent === undefined ? ROOT_CONTEXT : contextApi.active();
@@ -122,8 +124,12 @@ export class LeanTracer {
     const validParent = parent === undefined ? undefined : validSpanContext(parent);
     const spanId = parts._idGenerator.generateSpanId();
     const traceId = validParent?.traceId ?? parts._idGenerator.generateTraceId();
-    const initial: Attributes = {};
-    if (attributes !== undefined) {
+    // No attributes: the shared frozen object, for the sampler and the span alike (the span
+    // makes its own at its first attribute). Our samplers only read what they are given.
+    let initial: Attributes = NO_ATTRIBUTES;
+    if (attributes !== undefined && handedOver) initial = attributes;
+    else if (attributes !== undefined) {
+      initial = {};
       for (const key in attributes) {
         if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
         const value = attributes[key];
@@ -141,7 +147,7 @@ export class LeanTracer {
       traceState,
     };
     if (sampling.decision === SamplingDecision.NOT_RECORD) return trace.wrapSpanContext(spanContext);
-    if (sampling.attributes !== undefined) Object.assign(initial, sampling.attributes);
+    if (sampling.attributes !== undefined) initial = Object.assign(initial === NO_ATTRIBUTES ? {} : initial, sampling.attributes);
     return new LeanSpan(parts, spanContext, validParent, name, kind, initial, parentContext, recordEnd);
   }
 }
@@ -152,35 +158,43 @@ export function validSpanContext(span: Span): SpanContext | undefined {
   return span instanceof LeanSpan || trace.isSpanContextValid(context) ? context : undefined;
 }
 
+/**
+ * What few spans need: links, events, a status, dropped counts and the tracer's span metrics.
+ * A LeanSpan makes this object only when one of them is first set, so the common span is small.
+ */
+interface SpanExtras {
+  links: Link[];
+  events: TimedEvent[];
+  status: SpanStatus;
+  droppedAttributesCount: number;
+  droppedEventsCount: number;
+  droppedLinksCount: number;
+  recordEnd: (() => void) | undefined;
+}
+
+/** A span's attributes before the first is set: shared, and replaced by the span's own object on the first write. */
+const NO_ATTRIBUTES: Attributes = Object.freeze({}) as Attributes;
+
+const RUNNING = 0;
+/** The end is set and onEnding runs; `ended` is still false. */
+const ENDING = 1;
+const ENDED = 2;
+
 export class LeanSpan implements Span, ReadableSpan {
-  readonly attributes: Attributes;
-  // Nearly every span ends without links or events and with the status unset: they share one
-  // empty list and one status until something is added.
-  links: Link[] = NO_LINKS;
-  events: TimedEvent[] = NO_EVENTS;
-  status: SpanStatus = UNSET;
-  readonly resource: Resource;
-  readonly instrumentationScope: Scope;
-  droppedAttributesCount = 0;
-  droppedEventsCount = 0;
-  droppedLinksCount = 0;
+  /** Read-only to readers (ReadableSpan); replaced, never written, while it is NO_ATTRIBUTES. */
+  attributes: Attributes;
   private attributeCount = 0;
   /** Date.now() at the start; the SDK's start time is this, as [seconds, nanoseconds]. */
   private readonly startMs: number;
   private readonly startPerf: number;
-  /** Date.now() minus the performance clock's epoch reading at the start (the SDK's correction). */
-  private readonly perfOffset: number;
-  // The end as two numbers, set by end(). The HrTime arrays a reader sees are made when first
-  // read: the protobuf exporter reads the numbers (startSeconds and the others) and needs none.
+  // The end as two numbers, set by end(). HrTime arrays are made only when a reader asks:
+  // the protobuf exporter reads the numbers (startSeconds and the others) and needs none.
   private endS = 0;
   private endNs = 0;
-  /** Set with the end (before onEnding, which may read it; `finished` comes after). */
-  private endSet = false;
-  private startHr: HrTime | undefined;
-  private endHr: HrTime | undefined;
-  private durationHr: HrTime | undefined;
-  private finished = false;
+  private phase = RUNNING;
+  /** The context with this span active, made once (children and the sampler read it). */
   private context: Context | undefined;
+  private extras: SpanExtras | undefined;
 
   constructor(
     private readonly parts: SdkTracerParts,
@@ -190,18 +204,16 @@ export class LeanSpan implements Span, ReadableSpan {
     readonly kind: SpanKind,
     attributes: Attributes,
     parentContext: Context,
-    private readonly recordEnd: (() => void) | undefined,
+    recordEnd: (() => void) | undefined,
   ) {
     this.startMs = Date.now();
     this.startPerf = otperformance.now();
-    this.perfOffset = this.startMs - (this.startPerf + TIME_ORIGIN);
-    this.resource = parts._resource;
-    this.instrumentationScope = parts.instrumentationScope;
+    if (recordEnd !== undefined) this.more().recordEnd = recordEnd;
     // Checked again: a sampler may have written into the attributes it was given. LeanTracer
     // made that object for this span, so when it passes as it is, it becomes the span's own.
     if (this.adoptable(attributes)) this.attributes = attributes;
     else {
-      this.attributes = {};
+      this.attributes = NO_ATTRIBUTES;
       for (const key of Object.keys(attributes)) if (validAttribute(key, attributes[key])) this.put(key, attributes[key] as AttributeValue);
     }
     parts._spanProcessor.onStart(this as never, parentContext);
@@ -217,21 +229,50 @@ export class LeanSpan implements Span, ReadableSpan {
     return this.spanContextValue;
   }
 
+  get resource(): Resource {
+    return this.parts._resource;
+  }
+
+  get instrumentationScope(): Scope {
+    return this.parts.instrumentationScope;
+  }
+
+  // Nearly every span ends without links or events and with the status unset: they read one
+  // shared empty list and one status until something is added.
+  get links(): Link[] {
+    return this.extras?.links ?? NO_LINKS;
+  }
+
+  get events(): TimedEvent[] {
+    return this.extras?.events ?? NO_EVENTS;
+  }
+
+  get status(): SpanStatus {
+    return this.extras?.status ?? UNSET;
+  }
+
+  get droppedAttributesCount(): number {
+    return this.extras?.droppedAttributesCount ?? 0;
+  }
+
+  get droppedEventsCount(): number {
+    return this.extras?.droppedEventsCount ?? 0;
+  }
+
+  get droppedLinksCount(): number {
+    return this.extras?.droppedLinksCount ?? 0;
+  }
+
   get startTime(): HrTime {
-    this.startHr ??= millisToHrTime(this.startMs);
-    return this.startHr;
+    return millisToHrTime(this.startMs);
   }
 
   get endTime(): HrTime {
-    if (!this.endSet) return [0, 0];
-    this.endHr ??= [this.endS, this.endNs];
-    return this.endHr;
+    return this.phase === RUNNING ? [0, 0] : [this.endS, this.endNs];
   }
 
   get duration(): HrTime {
-    if (!this.endSet) return [-1, -1];
-    this.durationHr ??= hrTimeDuration(this.startTime, this.endTime);
-    return this.durationHr;
+    return this.phase === RUNNING ? [-1, -1] : hrTimeDuration(this.startTime, this.endTime);
   }
 
   // The start as millisToHrTime(startMs) gives it, without the array.
@@ -253,7 +294,7 @@ export class LeanSpan implements Span, ReadableSpan {
   }
 
   get ended(): boolean {
-    return this.finished;
+    return this.phase === ENDED;
   }
 
   setAttribute(key: string, value: AttributeValue | undefined): this {
@@ -279,17 +320,18 @@ export class LeanSpan implements Span, ReadableSpan {
     if (isTimeInput(attributesOrTime)) {
       if (!isTimeInput(at)) at = attributesOrTime;
     } else attributes = attributesOrTime;
+    const more = this.more();
     if (limits.eventCountLimit === 0) {
-      this.droppedEventsCount++;
+      more.droppedEventsCount++;
       return this;
     }
-    if (this.events === NO_EVENTS) this.events = [];
-    if (limits.eventCountLimit !== undefined && this.events.length >= limits.eventCountLimit) {
-      this.events.shift();
-      this.droppedEventsCount++;
+    if (more.events === NO_EVENTS) more.events = [];
+    if (limits.eventCountLimit !== undefined && more.events.length >= limits.eventCountLimit) {
+      more.events.shift();
+      more.droppedEventsCount++;
     }
     const { kept, dropped } = this.limited(attributes, limits.attributePerEventCountLimit);
-    this.events.push({ name, attributes: kept, time: this.timeOf(at), droppedAttributesCount: dropped });
+    more.events.push({ name, attributes: kept, time: this.timeOf(at), droppedAttributesCount: dropped });
     return this;
   }
 
@@ -297,17 +339,18 @@ export class LeanSpan implements Span, ReadableSpan {
     // The webhook's spans carry no links; one added later is kept as the SDK keeps it.
     if (this.endedWarning()) return this;
     const limits = this.parts._spanLimits;
+    const more = this.more();
     if (limits.linkCountLimit === 0) {
-      this.droppedLinksCount++;
+      more.droppedLinksCount++;
       return this;
     }
-    if (this.links === NO_LINKS) this.links = [];
-    if (limits.linkCountLimit !== undefined && this.links.length >= limits.linkCountLimit) {
-      this.links.shift();
-      this.droppedLinksCount++;
+    if (more.links === NO_LINKS) more.links = [];
+    if (limits.linkCountLimit !== undefined && more.links.length >= limits.linkCountLimit) {
+      more.links.shift();
+      more.droppedLinksCount++;
     }
     const { kept, count, dropped } = this.limited(link.attributes, limits.attributePerLinkCountLimit);
-    this.links.push({ context: link.context, ...(count > 0 ? { attributes: kept } : {}), ...(dropped > 0 ? { droppedAttributesCount: dropped } : {}) });
+    more.links.push({ context: link.context, ...(count > 0 ? { attributes: kept } : {}), ...(dropped > 0 ? { droppedAttributesCount: dropped } : {}) });
     return this;
   }
 
@@ -318,7 +361,7 @@ export class LeanSpan implements Span, ReadableSpan {
 
   setStatus(status: SpanStatus): this {
     if (this.endedWarning() || status.code === SpanStatusCode.UNSET || this.status.code === SpanStatusCode.OK) return this;
-    this.status = status.code === SpanStatusCode.ERROR && typeof status.message === 'string' ? { code: status.code, message: status.message } : { code: status.code };
+    this.more().status = status.code === SpanStatusCode.ERROR && typeof status.message === 'string' ? { code: status.code, message: status.message } : { code: status.code };
     return this;
   }
 
@@ -353,11 +396,11 @@ export class LeanSpan implements Span, ReadableSpan {
       this.endS = end[0];
       this.endNs = end[1];
     }
-    this.endSet = true;
+    this.phase = ENDING;
     const processor = this.parts._spanProcessor;
     processor.onEnding?.(this as never);
-    this.recordEnd?.();
-    this.finished = true;
+    this.extras?.recordEnd?.();
+    this.phase = ENDED;
     processor.onEnd(this);
   }
 
@@ -376,6 +419,11 @@ export class LeanSpan implements Span, ReadableSpan {
     }
     if (attributes[ATTR_EXCEPTION_TYPE] || attributes[ATTR_EXCEPTION_MESSAGE]) this.addEvent('exception', attributes, time);
     else diag.warn(`Failed to record an exception ${String(exception)}`);
+  }
+
+  private more(): SpanExtras {
+    this.extras ??= { links: NO_LINKS, events: NO_EVENTS, status: UNSET, droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0, recordEnd: undefined };
+    return this.extras;
   }
 
   /**
@@ -401,9 +449,10 @@ export class LeanSpan implements Span, ReadableSpan {
     const isNew = !Object.prototype.hasOwnProperty.call(this.attributes, key);
     const limit = this.parts._spanLimits.attributeCountLimit;
     if (isNew && limit !== undefined && this.attributeCount >= limit) {
-      this.droppedAttributesCount++;
+      this.more().droppedAttributesCount++;
       return;
     }
+    if (this.attributes === NO_ATTRIBUTES) this.attributes = {};
     this.attributes[key] = this.truncate(value);
     if (isNew) this.attributeCount++;
   }
@@ -435,7 +484,8 @@ export class LeanSpan implements Span, ReadableSpan {
 
   /** A time as the SDK's span reads it: performance timestamps corrected to the wall clock, [s, ns] kept as given, else now. */
   private timeOf(input: TimeInput | undefined): HrTime {
-    if (typeof input === 'number') return input <= otperformance.now() ? hrTime(input + this.perfOffset) : millisToHrTime(input);
+    // A performance timestamp is corrected by Date.now() minus the performance clock's reading at the start, as the SDK does.
+    if (typeof input === 'number') return input <= otperformance.now() ? hrTime(input + (this.startMs - (this.startPerf + TIME_ORIGIN))) : millisToHrTime(input);
     if (input instanceof Date) return millisToHrTime(input.getTime());
     if (isTimeInputHrTime(input)) return input;
     return addHrTimes(this.startTime, millisToHrTime(otperformance.now() - this.startPerf));

@@ -7,8 +7,6 @@
  */
 import { diag, trace, TraceFlags, type Attributes, type Context, type Link, type SpanKind } from '@opentelemetry/api';
 import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
   ParentBasedSampler,
   SamplingDecision,
   TraceIdRatioBasedSampler,
@@ -17,6 +15,47 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 
 type Env = Readonly<Record<string, string | undefined>>;
+
+// One frozen result per decision: the SDK's always-on and always-off samplers allocate a result
+// for every span (three per webhook request); readers only read it.
+const SAMPLED: SamplingResult = Object.freeze({ decision: SamplingDecision.RECORD_AND_SAMPLED });
+const NOT_RECORDED: SamplingResult = Object.freeze({ decision: SamplingDecision.NOT_RECORD });
+
+/** The specification's always_on sampler: every span recorded and sampled. */
+export class AlwaysOnSampler implements Sampler {
+  shouldSample(): SamplingResult {
+    return SAMPLED;
+  }
+
+  toString(): string {
+    return 'AlwaysOnSampler';
+  }
+}
+
+/** The specification's always_off sampler: no span recorded. */
+export class AlwaysOffSampler implements Sampler {
+  shouldSample(): SamplingResult {
+    return NOT_RECORDED;
+  }
+
+  toString(): string {
+    return 'AlwaysOffSampler';
+  }
+}
+
+const ALWAYS_ON = new AlwaysOnSampler();
+const ALWAYS_OFF = new AlwaysOffSampler();
+
+/** ParentBased with the specification's default delegates for parents, as ours. */
+function parentBased(root: Sampler): Sampler {
+  return new ParentBasedSampler({
+    root,
+    remoteParentSampled: ALWAYS_ON,
+    remoteParentNotSampled: ALWAYS_OFF,
+    localParentSampled: ALWAYS_ON,
+    localParentNotSampled: ALWAYS_OFF,
+  });
+}
 
 /** As the specification defines the variables; an unknown name falls back to the default, parentbased_always_on. */
 export function samplerFromEnv(env: Env): Sampler {
@@ -32,20 +71,20 @@ export function samplerFromEnv(env: Env): Sampler {
   };
   switch (name) {
     case 'always_on':
-      return new AlwaysOnSampler();
+      return ALWAYS_ON;
     case 'always_off':
-      return new AlwaysOffSampler();
+      return ALWAYS_OFF;
     case 'traceidratio':
       return new TraceIdRatioBasedSampler(ratio());
     case 'parentbased_always_on':
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+      return parentBased(ALWAYS_ON);
     case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+      return parentBased(ALWAYS_OFF);
     case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio()) });
+      return parentBased(new TraceIdRatioBasedSampler(ratio()));
     default:
       diag.warn(`OTEL_TRACES_SAMPLER="${name}" is not supported here; using parentbased_always_on`);
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+      return parentBased(ALWAYS_ON);
   }
 }
 
@@ -69,10 +108,10 @@ export class SheddingSampler implements Sampler {
     if (parent !== undefined && parent.isRemote !== true) {
       // Inside a local trace, follow its root: probe traces stay whole, shed ones stay empty.
       const sampled = (parent.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
-      return sampled ? this.inner.shouldSample(ctx, traceId, name, kind, attributes, links) : { decision: SamplingDecision.NOT_RECORD };
+      return sampled ? this.inner.shouldSample(ctx, traceId, name, kind, attributes, links) : NOT_RECORDED;
     }
     if (++this.count % this.probeEvery === 0) return this.inner.shouldSample(ctx, traceId, name, kind, attributes, links);
-    return { decision: SamplingDecision.NOT_RECORD };
+    return NOT_RECORDED;
   }
 
   toString(): string {

@@ -21,14 +21,14 @@ import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporte
 import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
 import { envDetector } from '@opentelemetry/resources';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { AlwaysOffSampler, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createLogger } from '../log';
 import { installContextManager, uninstallContextManager } from './context-manager';
 import { CountingSpanExporter, RateLimitedDiagLogger, type LogSink } from './diagnostics';
 import { createTelemetry, METER_NAME, type Telemetry } from './metrics';
 import { createOtlpTraceExporter, tracesProtocol } from './otlp-traces';
 import { SERVICE_VERSION, serviceResource } from './resource';
-import { ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
+import { AlwaysOffSampler, ExportHealth, samplerFromEnv, SheddingSampler } from './sampler';
 import { SpanBatcher } from './span-batcher';
 import { ReplayableIdGenerator } from './tracing';
 

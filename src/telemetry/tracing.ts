@@ -60,6 +60,7 @@ export const SPAN = {
 
 const propagator = new W3CTraceContextPropagator();
 const SERVER = SpanKind.SERVER;
+const POST_WEBHOOK = 'POST /webhook';
 const STATUS_CODE = ATTR_HTTP_RESPONSE_STATUS_CODE;
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
 
@@ -96,9 +97,10 @@ export function webhookServerSpan(method: string, path: string, serverPort: numb
   // Literal keys (ATTR_HTTP_REQUEST_METHOD, ATTR_URL_PATH, ATTR_HTTP_ROUTE, ATTR_URL_SCHEME,
   // ATTR_SERVER_PORT): one object shape, and no module getter call per key per request.
   const attributes = { 'http.request.method': m, 'url.path': path, 'http.route': route, 'url.scheme': 'http', 'server.port': serverPort };
+  const name = m === 'POST' && route === '/webhook' ? POST_WEBHOOK : `${m} ${route}`;
   const lean = leanTracer();
-  if (lean !== undefined) return lean.startSpan(`${m} ${route}`, SERVER, attributes, undefined);
-  return tracer().startSpan(`${m} ${route}`, { kind: SpanKind.SERVER, attributes }, ROOT_CONTEXT);
+  if (lean !== undefined) return lean.startSpan(name, SERVER, attributes, undefined, true);
+  return tracer().startSpan(name, { kind: SpanKind.SERVER, attributes }, ROOT_CONTEXT);
 }
 
 /** The parts of an express request/response (or node:http ones) the REST server span reads. */
