@@ -176,6 +176,23 @@ export async function startServiceChild(name: string, env: NodeJS.ProcessEnv): P
   return { child, webhookUrl: `http://127.0.0.1:${webhookPort}/webhook`, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` };
 }
 
+/**
+ * startServiceChild, then waitForHttp on its webhook; started again on fresh ports (up to
+ * `attempts` times) when it exited because a probed port was taken before it could bind it.
+ */
+export async function startServiceReady(name: string, env: NodeJS.ProcessEnv, attempts = 3): Promise<ServiceChild> {
+  for (let attempt = 1; ; attempt++) {
+    const service = await startServiceChild(name, env);
+    try {
+      await waitForHttp(service.webhookUrl, service.child);
+      return service;
+    } catch (error) {
+      await service.child.stop();
+      if (attempt >= attempts || !service.child.output().includes('EADDRINUSE')) throw error;
+    }
+  }
+}
+
 /** Resolves once `url` answers any HTTP status; rejects after `timeoutMs` or if the child exits. */
 export async function waitForHttp(url: string, child: Child, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

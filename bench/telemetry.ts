@@ -17,7 +17,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startChild, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { freePort, startChild, startServiceReady, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 import { BODY_BYTES, CONNECTIONS, Ledger, measure, reconcile, WARMUP_SECONDS, type LedgerCheck, type Run } from './ingest';
 
 type Mode = 'off' | 'metrics' | 'on' | 'closed';
@@ -149,7 +149,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   try {
     for (const mode of MODES) {
       const databasePath = join(dir, `${mode}.db`);
-      const { child, webhookUrl, metricsUrl } = await startServiceChild(`service (${mode})`, { ...base, ...otel[mode], DATABASE_PATH: databasePath });
+      const { child, webhookUrl, metricsUrl } = await startServiceReady(`service (${mode})`, { ...base, ...otel[mode], DATABASE_PATH: databasePath });
       services.push({
         mode,
         child,
@@ -160,7 +160,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
         runs: [],
       });
     }
-    await Promise.all([waitForHttp(sinkUrl, sink), ...services.map((s) => waitForHttp(s.url, s.child))]);
+    await waitForHttp(sinkUrl, sink);
     log(`telemetry: warm-up ${WARMUP_SECONDS} s each (databases in ${dir})`);
     for (const s of services) await measure(s.url, s.child, s.ledger, true, WARMUP_SECONDS);
 
