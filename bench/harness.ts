@@ -177,13 +177,15 @@ export async function startServiceChild(name: string, env: NodeJS.ProcessEnv): P
 }
 
 /**
- * startServiceChild, then waitForHttp on its webhook; started again on fresh ports (up to
- * `attempts` times) when it exited because a probed port was taken before it could bind it.
+ * startServiceChild, then waitForHttp on its metrics port (bound last, so every port is bound
+ * once it answers) and its webhook; started again on fresh ports (up to `attempts` times) when
+ * it exited because a probed port was taken before it could bind it.
  */
 export async function startServiceReady(name: string, env: NodeJS.ProcessEnv, attempts = 3): Promise<ServiceChild> {
   for (let attempt = 1; ; attempt++) {
     const service = await startServiceChild(name, env);
     try {
+      await waitForHttp(service.metricsUrl, service.child);
       await waitForHttp(service.webhookUrl, service.child);
       return service;
     } catch (error) {

@@ -264,8 +264,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     write?.sender?.start();
     log.info({ role, ...urls, database: config.databasePath, sandbox: config.sandbox }, 'click-to-unlock started');
   } catch (error) {
-    // A port taken or a database that will not open: stop what did start (the writer thread, a
-    // listening webhook), so that the process exits with the error instead of serving on.
+    // A port taken, or the feed's read-only connection refused: stop what did start (the writer
+    // thread, a listening webhook), so that the process exits with the error instead of serving
+    // on. (A failure inside buildWriteSide itself is not covered here.)
     await close().catch((closeError: unknown) => log.warn({ err: (closeError as Error).message }, 'closing after a failed start failed'));
     throw error;
   }

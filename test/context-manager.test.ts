@@ -11,6 +11,8 @@ import { OnDemandContextManager } from '../src/telemetry/context-manager';
 const KEY = createContextKey('test key');
 const ctx = (value: string): Context => ROOT_CONTEXT.setValue(KEY, value);
 const seen = (manager: OnDemandContextManager): unknown => manager.active().getValue(KEY);
+/** Whether the manager's AsyncLocalStorage is enabled, i.e. its async_hooks hook is installed. */
+const storageEnabled = (manager: OnDemandContextManager): boolean => (manager as unknown as { storage: { enabled: boolean } }).storage.enabled;
 
 const managers: OnDemandContextManager[] = [];
 function manager(lingerMs = 20): OnDemandContextManager {
@@ -78,6 +80,7 @@ describe('OnDemandContextManager', () => {
     third();
     await sleep(80);
     expect(m.asyncPropagation).toBe(false);
+    expect(storageEnabled(m)).toBe(false);
     const later = await m.with(ctx('after'), () => Promise.resolve().then(() => seen(m)));
     expect(later).toBeUndefined();
   });
@@ -103,8 +106,50 @@ describe('OnDemandContextManager', () => {
     const m = manager(10_000);
     m.hold();
     expect(m.asyncPropagation).toBe(true);
+    m.with(ctx('x'), () => undefined);
+    expect(storageEnabled(m)).toBe(true);
     m.disable();
     expect(m.asyncPropagation).toBe(false);
+    expect(storageEnabled(m)).toBe(false);
     expect(await m.with(ctx('x'), () => Promise.resolve().then(() => seen(m)))).toBeUndefined();
+  });
+
+  test('when a hold taken before disable() is released after it, then later holds still end in a stop', async () => {
+    const m = manager(10);
+    const before = m.hold();
+    m.disable();
+    before();
+    const after = m.hold();
+    after();
+    await sleep(40);
+    expect(m.asyncPropagation).toBe(false);
+    expect(storageEnabled(m)).toBe(false);
+  });
+
+  test('when propagating, then a nested with() gives its continuations the inner context and the outer one resumes after it', async () => {
+    const m = manager();
+    const release = m.hold();
+    const seenBy = await m.with(ctx('outer'), async () => {
+      const inner = m.with(ctx('inner'), () => new Promise((resolve) => setImmediate(() => resolve(seen(m)))));
+      const outerAfter = await Promise.resolve().then(() => seen(m));
+      return [await inner, outerAfter];
+    });
+    expect(seenBy).toEqual(['inner', 'outer']);
+    release();
+  });
+
+  test('when a hold is taken inside a running with(), then that with()\'s own continuations still see the root, and a with() after the hold propagates', async () => {
+    const m = manager();
+    let release: () => void = () => undefined;
+    const [early, late] = await m.with(ctx('started before the hold'), async () => {
+      release = m.hold();
+      // This function's own await continuation was not created inside a propagating run.
+      const first = await Promise.resolve().then(() => seen(m));
+      const second = await m.with(ctx('after the hold'), () => Promise.resolve().then(() => seen(m)));
+      return [first, second];
+    });
+    expect(early).toBeUndefined();
+    expect(late).toBe('after the hold');
+    release();
   });
 });

@@ -17,6 +17,7 @@ import {
   TraceIdRatioBasedSampler,
   type IdGenerator,
   type ReadableSpan,
+  SamplingDecision,
   type Sampler,
   type SpanLimits,
 } from '@opentelemetry/sdk-trace-base';
@@ -127,12 +128,48 @@ describe('a LeanSpan exports as the SDK span made with the same parts and calls'
     expect(timeless([l])).toBe(timeless([s]));
     expect(memory.getFinishedSpans()).toHaveLength(2);
 
+    // Handed over (as webhookServerSpan does): the same export, and the object is the span's own.
+    const owned = { ...attributes };
+    vi.spyOn(Date, 'now').mockReturnValue(1_764_129_000_123);
+    const before = (ids as unknown as { n: number }).n;
+    (ids as unknown as { n: number }).n = before - 2; // the two ids the pair above used
+    const h = lean.startSpan('POST /webhook', SpanKind.SERVER, owned, undefined, true);
+    expect((h as unknown as ReadableSpan).attributes).toBe(owned);
+    h.setAttribute('http.response.status_code', 200);
+    h.end(END);
+    expect(view(h as unknown as ReadableSpan)).toEqual(view(s));
+    (ids as unknown as { n: number }).n = before;
+
     // Children: same trace, parent id, sampling flag.
     const parent = lean.startSpan('POST /webhook', SpanKind.SERVER, attributes, undefined);
     const verify = lean.startSpan(SPAN.verify, SpanKind.INTERNAL, undefined, parent) as unknown as ReadableSpan;
     expect(verify.spanContext().traceId).toBe(parent.spanContext().traceId);
     expect(verify.parentSpanContext?.spanId).toBe(parent.spanContext().spanId);
     expect(verify.spanContext().traceFlags).toBe(TraceFlags.SAMPLED);
+  });
+
+  test('spans started without attributes share nothing once one is set, and a sampler\'s attributes are kept', () => {
+    const { lean } = setup();
+    const a = lean.startSpan('a', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan & Span;
+    const b = lean.startSpan('b', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan & Span;
+    const empty = a.attributes;
+    expect(empty).toEqual({});
+    a.setAttribute('only.a', 1);
+    expect(a.attributes).toEqual({ 'only.a': 1 });
+    expect(b.attributes).toEqual({});
+    expect(empty).toEqual({});
+    expect(Object.isFrozen(b.attributes)).toBe(true);
+    b.setAttributes({ 'only.b': 'x' });
+    expect(b.attributes).toEqual({ 'only.b': 'x' });
+    expect(a.attributes).toEqual({ 'only.a': 1 });
+
+    const tagging: Sampler = { shouldSample: () => ({ decision: SamplingDecision.RECORD_AND_SAMPLED, attributes: { 'sampler.tag': 'kept' } }), toString: () => 'tagging' };
+    const tagged = setup({ sampler: tagging });
+    const c = tagged.lean.startSpan('c', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan;
+    const d = tagged.lean.startSpan('d', SpanKind.INTERNAL, undefined, undefined) as unknown as ReadableSpan;
+    expect(c.attributes).toEqual({ 'sampler.tag': 'kept' });
+    expect(d.attributes).not.toBe(c.attributes);
+    expect(a.attributes).toEqual({ 'only.a': 1 });
   });
 
   test('a span ended now has the SDK span’s start, end and duration, and protobuf writes them as the library does', () => {

@@ -9,7 +9,11 @@ import { copyFileSync, mkdirSync, openSync, closeSync, rmSync, statfsSync, statS
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeTempDir, postSigned, type CliProcess } from './helpers/webhook';
+import { freePort, makeTempDir, postSigned, testEnv, type CliProcess } from './helpers/webhook';
+import { databaseInUse } from '../src/backup';
+import { loadConfig } from '../src/config';
+import { createLogger } from '../src/log';
+import { startService as startServiceInProcess } from '../src/service';
 import { cliEnv, killAll, requireBuild, runCtu, startService, stopService } from './helpers/cli';
 import { inboundEvent, startLoad, waitFor } from './ops-helpers';
 
@@ -61,7 +65,8 @@ describe('failure modes', () => {
     try {
       const env = await cliEnv(join(dir.path, 'port-taken.db'), { API_PORT: String((taken.address() as AddressInfo).port) });
       // The webhook port binds first, then the API's fails: before the fix the process kept
-      // serving webhooks after printing the error, and never exited.
+      // serving webhooks after printing the error, and never exited (the in-process test below
+      // checks that the start itself closes what it opened).
       const run = await runCtu(['start'], env, 20_000);
       expect(run.code).toBe(1);
       expect(run.stderr).toContain('EADDRINUSE');
@@ -70,6 +75,26 @@ describe('failure modes', () => {
         () => 'refused',
       );
       expect(probe).toBe('refused');
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('in process: when the API port is taken, then startService rejects having closed the webhook listener, the writer thread and the database', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const path = join(dir.path, 'port-taken-in-process.db');
+    try {
+      const webhookPort = await freePort();
+      const config = loadConfig(testEnv(path, { HOST: '127.0.0.1', WEBHOOK_PORT: String(webhookPort), API_PORT: String((taken.address() as AddressInfo).port), RETENTION_DAYS: 'off' }));
+      await expect(startServiceInProcess(config, { log: createLogger('silent') })).rejects.toThrow(/EADDRINUSE/);
+      // This process is still alive: what the failed start opened must be closed by now.
+      const probe = await fetch(`http://127.0.0.1:${webhookPort}/webhook`).then(
+        () => 'answered',
+        () => 'refused',
+      );
+      expect(probe).toBe('refused');
+      expect(databaseInUse(path)).toBe('free');
     } finally {
       taken.close();
     }

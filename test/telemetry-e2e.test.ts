@@ -203,6 +203,22 @@ describe('the REST API traced in the running service', () => {
     const ids = new Set(inTrace(all).map((s) => s.spanId));
     for (const span of express) expect(ids.has(span.parentSpanId ?? '')).toBe(true);
   });
+
+  test('when the dashboard asks for a contact\'s messages, then the number in the path is in no exported span', async () => {
+    const contact = '15557654321';
+    const paths = [contact, `%2B${contact.slice(0, 4)}%20${contact.slice(4)}`, `${contact.slice(0, 4)}.${contact.slice(4, 7)}.${contact.slice(7)}`, '(555)%20765-4321'];
+    for (const path of paths) {
+      const res = await fetch(`${service.apiUrl}/contacts/${path}/messages`, { headers: { authorization: `Bearer ${SANDBOX_KEY}` } });
+      await res.text();
+    }
+    const spans = await receiver.waitFor((all) => all.filter((s) => s.kind === KIND.server && s.name.startsWith('GET /api/contacts/')).length === paths.length);
+    const served = spans.filter((s) => s.kind === KIND.server && s.name.startsWith('GET /api/contacts/'));
+    expect(served.map((s) => s.attributes['url.path'])).toEqual(paths.map(() => '/api/contacts/[redacted]/messages'));
+    const exported = receiver.bodies.join('\n');
+    expect(exported).not.toContain(contact);
+    expect(exported).not.toContain(contact.slice(4));
+    expect(exported).not.toContain('765-4321');
+  });
 });
 
 describe.skipIf(!hasPrometheus)('the real Prometheus scraping the running service', () => {

@@ -12,20 +12,28 @@
  * run with tracing suppressed). The REST API does need it: the express instrumentation's
  * middleware and handler spans, and log lines written after an `await`, find their request's
  * span through the active context. So the REST server span holds propagation for each request
- * in flight (httpServerSpans), and it is let go a second after the last one finished.
+ * in flight (httpServerSpans), and it is let go LINGER_MS after the last one finished.
  *
  * While propagation is held, `with` runs its function in AsyncLocalStorage as the SDK's own
  * AsyncLocalStorageContextManager does, and everything started inside sees the context, as
  * before. While it is not, `with` sets the context for the function's synchronous run only: a
  * continuation started inside runs with the root context, so a span started there is a new
- * root and a log line carries no trace id.
+ * root and a log line carries no trace id. Inside a `with`, its context wins over the
+ * AsyncLocalStorage's store for synchronous code (as it is also the store while propagating);
+ * an `AsyncResource.runInAsyncScope` called synchronously inside a `with` therefore sees the
+ * `with`'s context, not the resource's.
  */
 import { ROOT_CONTEXT, type Context } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { AsyncLocalStorage } from 'node:async_hooks';
 
-/** How long async propagation stays on after its last holder let go, so REST traffic does not switch it on and off per request. */
-export const LINGER_MS = 1_000;
+/**
+ * How long async propagation stays on after its last holder let go, so a burst of REST requests
+ * does not switch the hook on and off for each one. Short, because the live page polls the REST
+ * API about once a second while it is open: with this linger propagation is on for ~10 % of
+ * that time, where a second's would keep it on for most of it.
+ */
+export const LINGER_MS = 100;
 
 /** Extends the SDK's manager only for its `bind` (functions and event emitters), which calls `with`. */
 export class OnDemandContextManager extends AsyncLocalStorageContextManager {
@@ -33,6 +41,8 @@ export class OnDemandContextManager extends AsyncLocalStorageContextManager {
   /** The context of the innermost `with` running now; undefined outside every `with`. */
   private current: Context | undefined;
   private holders = 0;
+  /** Bumped by disable(): releases of holds taken before it are then ignored. */
+  private epoch = 0;
   private propagating = false;
   private lingering: NodeJS.Timeout | undefined;
 
@@ -72,9 +82,10 @@ export class OnDemandContextManager extends AsyncLocalStorageContextManager {
       this.lingering = undefined;
     }
     this.propagating = true;
+    const epoch = this.epoch;
     let released = false;
     return () => {
-      if (released) return;
+      if (released || epoch !== this.epoch) return;
       released = true;
       this.holders--;
       if (this.holders === 0 && this.propagating) this.linger();
@@ -89,6 +100,7 @@ export class OnDemandContextManager extends AsyncLocalStorageContextManager {
     if (this.lingering !== undefined) clearTimeout(this.lingering);
     this.lingering = undefined;
     this.holders = 0;
+    this.epoch++;
     this.stopPropagating();
     this.current = undefined;
     return this;

@@ -130,7 +130,7 @@ export interface ServerResponseLike {
 export function httpServerSpans(serverPort?: number): (req: ServerRequestLike, res: ServerResponseLike, next: () => void) => void {
   return (req, res, next) => {
     const m = KNOWN_METHODS.has(req.method ?? '') ? (req.method as string) : '_OTHER';
-    const path = (req.originalUrl ?? req.url ?? '/').split('?')[0] ?? '/';
+    const path = redactPath((req.originalUrl ?? req.url ?? '/').split('?')[0] ?? '/');
     const parent = propagator.extract(ROOT_CONTEXT, req.headers, defaultTextMapGetter);
     const port = serverPort ?? req.socket?.localPort ?? 0;
     const span = tracer().startSpan(
@@ -138,8 +138,9 @@ export function httpServerSpans(serverPort?: number): (req: ServerRequestLike, r
       { kind: SpanKind.SERVER, attributes: { [ATTR_HTTP_REQUEST_METHOD]: m, [ATTR_URL_PATH]: path, [ATTR_URL_SCHEME]: 'http', [ATTR_SERVER_PORT]: port } },
       parent,
     );
-    // Nothing to follow when the span has no valid context (tracing off and no incoming traceparent).
-    const release = isSpanContextValid(span.spanContext()) ? holdAsyncContext() : undefined;
+    // Only a recorded span has middleware and handler spans to follow (not with tracing off, nor
+    // for a span the sampler dropped): the others leave the webhook free of the async_hooks cost.
+    const release = span.isRecording() ? holdAsyncContext() : undefined;
     let ended = false;
     const end = (): void => {
       if (ended) return;
@@ -350,6 +351,34 @@ export function scrub(attributes: Attributes | undefined): Attributes | undefine
 
 function looksLikeNumber(value: AttributeValue | undefined): boolean {
   return typeof value === 'string' && /^\+?[\d\s().-]{7,}$/.test(value) && (value.match(/\d/g)?.length ?? 0) >= 7;
+}
+
+/**
+ * A request path for url.path: a path can name a contact (/api/contacts/{number}/messages), so
+ * every segment with 5 or more digits, percent-escapes decoded, becomes [redacted] (invariant 9).
+ */
+export function redactPath(path: string): string {
+  return path
+    .split('/')
+    .map((segment) => (digitCount(decoded(segment)) >= 5 ? '[redacted]' : segment))
+    .join('/');
+}
+
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+function digitCount(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) n++;
+  }
+  return n;
 }
 
 function maskDigits(text: string): string {
