@@ -22,11 +22,16 @@ import { createRollupStore } from './store/rollup-store';
 import { createWebhookStore } from './store/webhook-store';
 import { createUnlockHooks, type DeliveryTracer } from './unlock';
 
-/** The commit span's trace, so taps recorded in the thread continue it. */
-export interface TraceSeed {
-  readonly traceId: string;
-  /** W3C trace flags as two hex digits ("01" sampled). */
-  readonly flags: string;
+/**
+ * The commit span's trace, so taps recorded in the thread continue it: `<trace-id>-<flags>`, the
+ * 32 hex digits of the W3C trace id and the trace flags as two ("01" sampled). One string, not
+ * an object: it crosses to the writer thread with every POST, and a string clones for less.
+ */
+export type TraceSeed = string;
+
+/** The traceparent of span `spanId` in the seed's trace. */
+export function seededTraceparent(seed: TraceSeed, spanId: string): string {
+  return `00-${seed.slice(0, 32)}-${spanId}-${seed.slice(33)}`;
 }
 
 export type WriteOp =
@@ -98,7 +103,7 @@ export function createWriteOps(db: Db, catalog: Catalog, settings: WriterSetting
       if (trace === null) return null;
       const spanId = randomBytes(8).toString('hex');
       effects.push(['t', 'tap', spanId, packId, contact]);
-      return `00-${trace.traceId}-${spanId}-${trace.flags}`;
+      return seededTraceparent(trace, spanId);
     },
     status(sendTraceparent, status, packId) {
       effects.push(['t', 'status', sendTraceparent, status, packId]);

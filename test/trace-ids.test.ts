@@ -2,7 +2,10 @@
  * Span and trace ids from the pooled generator: W3C-shaped, unique, never all zeros, and
  * right across pool refills.
  */
+import { trace, TraceFlags } from '@opentelemetry/api';
 import { describe, expect, test } from 'vitest';
+import { traceSeed } from '../src/telemetry/delivery-tracing';
+import { seededTraceparent } from '../src/writer-ops';
 import { PooledRandomIds, ReplayableIdGenerator, withSpanId } from '../src/telemetry/tracing';
 
 describe('trace and span ids', () => {
@@ -50,5 +53,16 @@ describe('trace and span ids', () => {
     const chosen = withSpanId('00f067aa0ba902b7', () => [ids.generateSpanId(), ids.generateSpanId()]);
     expect(chosen[0]).toBe('00f067aa0ba902b7');
     expect(chosen[1]).not.toBe('00f067aa0ba902b7');
+  });
+});
+
+describe('the trace seed handed to the writer thread', () => {
+  test('when a span is sampled or not, then the seed names its trace and flags, and the writer\'s traceparents continue it', () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const span = (traceFlags: number) => trace.wrapSpanContext({ traceId, spanId: '00f067aa0ba902b7', traceFlags });
+    expect(traceSeed(span(TraceFlags.SAMPLED))).toBe(`${traceId}-01`);
+    expect(seededTraceparent(traceSeed(span(TraceFlags.SAMPLED)) as string, 'b7ad6b7169203331')).toBe(`00-${traceId}-b7ad6b7169203331-01`);
+    expect(seededTraceparent(traceSeed(span(TraceFlags.NONE)) as string, 'b7ad6b7169203331')).toBe(`00-${traceId}-b7ad6b7169203331-00`);
+    expect(traceSeed(trace.wrapSpanContext({ traceId: '0'.repeat(32), spanId: '0'.repeat(16), traceFlags: 1 }))).toBeNull();
   });
 });

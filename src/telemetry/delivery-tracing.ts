@@ -49,7 +49,7 @@ export const replayTracer: ReplayTracer = {
 export function traceSeed(span: Span): TraceSeed | null {
   const ctx = validSpanContext(span);
   if (ctx === undefined) return null;
-  return { traceId: ctx.traceId, flags: (ctx.traceFlags & 0xff) === 1 ? '01' : (ctx.traceFlags & 0xff).toString(16).padStart(2, '0') };
+  return `${ctx.traceId}-${(ctx.traceFlags & 0xff) === 1 ? '01' : (ctx.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
 }
 
 export const sendTracer: SendTracer = {
