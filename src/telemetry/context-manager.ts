@@ -6,7 +6,8 @@
  * Following continuations needs AsyncLocalStorage, and on Node 20 an enabled
  * AsyncLocalStorage runs an async_hooks init hook for every promise, nextTick, timer and
  * socket request the whole process creates, about ten per webhook POST, whether or not a
- * context is active: a few µs of CPU and ~0.8 KB of garbage per request. Nothing on the
+ * context is active (~0.6 KB of garbage per request; its CPU cost was within the noise of a
+ * fixed-rate measurement, see decision 0010). Nothing on the
  * webhook's or the sender's paths needs it: their spans name their parents (tracing.ts) and
  * their `context.with` calls are synchronous (a tap's spans under the commit span, an export
  * run with tracing suppressed). The REST API does need it: the express instrumentation's

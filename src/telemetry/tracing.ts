@@ -357,7 +357,7 @@ function looksLikeNumber(value: AttributeValue | undefined): boolean {
  * A request path for url.path: a path can name a contact (/api/contacts/{number}/messages), so
  * every segment with 5 or more digits, percent-escapes decoded, becomes [redacted] (invariant 9).
  */
-export function redactPath(path: string): string {
+function redactPath(path: string): string {
   return path
     .split('/')
     .map((segment) => (digitCount(decoded(segment)) >= 5 ? '[redacted]' : segment))
