@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { freePort, startChild, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { freePort, startChild, startServiceReady, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 import { BODY_BYTES, CONNECTIONS, Ledger, measure, SECRET, WARMUP_SECONDS, type Run } from './ingest';
 
 interface Server {
@@ -41,7 +41,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
       const database = join(dir, `${storeBody === '1' ? 'body' : 'key'}.db`);
       servers.push(await baseline(name, 'durable-webhook.js', { BENCH_DATABASE: database, BENCH_STORE_BODY: storeBody }, database));
     }
-    const service = await startServiceChild('service', { ...env, DATABASE_PATH: join(dir, 'service.db') });
+    const service = await startServiceReady('service', { ...env, DATABASE_PATH: join(dir, 'service.db') });
     servers.push({ name: 'service', child: service.child, url: service.webhookUrl, runs: [] });
     await Promise.all(servers.map((s) => waitForHttp(s.url, s.child)));
 

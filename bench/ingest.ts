@@ -13,7 +13,7 @@ import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { freePort, startChild, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { freePort, startChild, startServiceReady, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 
 export const SECRET = 'ctu-sandbox-app-secret'; // the sandbox App Secret the service uses when none is configured
 export const CONNECTIONS = 50;
@@ -181,7 +181,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   const databasePath = join(dir, 'bench.db');
   const barePort = await freePort();
   const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? dir, NODE_ENV: 'production' };
-  const { child: service, webhookUrl: serviceUrl } = await startServiceChild('service', { ...env, DATABASE_PATH: databasePath });
+  const { child: service, webhookUrl: serviceUrl } = await startServiceReady('service', { ...env, DATABASE_PATH: databasePath });
   const bare = startChild('bare node:http', [join(root, 'dist', 'bench', 'bare-webhook.js')], { ...env, BENCH_PORT: String(barePort), BENCH_SECRET: SECRET });
   const bareUrl = `http://127.0.0.1:${barePort}/webhook`;
   const ledger = new Ledger();
@@ -189,7 +189,7 @@ async function run(options: BenchOptions): Promise<BenchResult> {
   const bare_: Run[] = [];
   let check: LedgerCheck | undefined;
   try {
-    await Promise.all([waitForHttp(serviceUrl, service), waitForHttp(bareUrl, bare)]);
+    await waitForHttp(bareUrl, bare);
     log(`ingest: warm-up ${WARMUP_SECONDS} s each (service database ${databasePath})`);
     await measure(bareUrl, bare, ledger, false, WARMUP_SECONDS);
     await measure(serviceUrl, service, ledger, true, WARMUP_SECONDS);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { buildTapPayload, startSimulator, syntheticContacts, type SimSend, type Simulator } from '../src/simulator';
 import { openDatabase } from '../src/store/database';
 import { createDeliveryStore } from '../src/store/delivery-store';
-import { sleep, startServiceChild, waitForHttp, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
+import { sleep, startServiceReady, type ServiceChild, type Benchmark, type BenchOptions, type BenchResult, type Child, type Figure } from './harness';
 
 const SECRET = 'bench-sender-app-secret';
 const PACK_SIZE = 3;
@@ -74,33 +74,37 @@ async function startRun(ratePerSecond: number, contactsToPrefill: readonly strin
     statuses: { readProbability: 0 },
     ...(quietStatuses ? { faults: { dropStatus: { probability: 1 } } } : {}),
   });
-  const { child: service, webhookUrl } = await startServiceChild('service', {
-    PATH: process.env.PATH ?? '',
-    HOME: process.env.HOME ?? dir,
-    NODE_ENV: 'production',
-    DATABASE_PATH: databasePath,
-    PACKS_FILE: packsFile,
-    LOG_LEVEL: 'warn',
-    META_GRAPH_URL: sim.url,
-    META_ACCESS_TOKEN: sim.accessToken,
-    META_PHONE_NUMBER_ID: sim.phoneNumberId,
-    META_APP_SECRET: SECRET,
-    META_VERIFY_TOKEN: 'bench-verify-token',
-    SEND_RATE_PER_SECOND: String(ratePerSecond),
-    SEND_TIMEOUT: '10s',
-  });
-  const stop = async (): Promise<number | null> => {
-    const code = await service.stop();
+  const cleanUp = async (): Promise<void> => {
     await sim.close();
     rmSync(dir, { recursive: true, force: true });
-    return code;
   };
+  let started: ServiceChild;
   try {
-    await waitForHttp(webhookUrl, service);
+    started = await startServiceReady('service', {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? dir,
+      NODE_ENV: 'production',
+      DATABASE_PATH: databasePath,
+      PACKS_FILE: packsFile,
+      LOG_LEVEL: 'warn',
+      META_GRAPH_URL: sim.url,
+      META_ACCESS_TOKEN: sim.accessToken,
+      META_PHONE_NUMBER_ID: sim.phoneNumberId,
+      META_APP_SECRET: SECRET,
+      META_VERIFY_TOKEN: 'bench-verify-token',
+      SEND_RATE_PER_SECOND: String(ratePerSecond),
+      SEND_TIMEOUT: '10s',
+    });
   } catch (error) {
-    await stop();
+    await cleanUp();
     throw error;
   }
+  const { child: service, webhookUrl } = started;
+  const stop = async (): Promise<number | null> => {
+    const code = await service.stop();
+    await cleanUp();
+    return code;
+  };
   sim.setWebhook(webhookUrl, SECRET);
   return { sim, service, dir, webhookUrl, stop };
 }

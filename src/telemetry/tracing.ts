@@ -350,7 +350,7 @@ export function scrub(attributes: Attributes | undefined): Attributes | undefine
 }
 
 function looksLikeNumber(value: AttributeValue | undefined): boolean {
-  return typeof value === 'string' && /^\+?[\d\s().-]{7,}$/.test(value) && (value.match(/\d/g)?.length ?? 0) >= 7;
+  return typeof value === 'string' && /^\+?[\d\s().-]{7,}$/.test(value) && digitCount(value) >= 7;
 }
 
 /**
