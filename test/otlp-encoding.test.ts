@@ -3,13 +3,17 @@
  * ProtobufTraceSerializer on spans made by the real SDK (and a few hand-built ones with values
  * the SDK never produces), then through the library's HTTP transport to a loopback collector.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { resolve as resolvePath } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { gunzipSync } from 'node:zlib';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type HrTime, type SpanContext } from '@opentelemetry/api';
+import { diag, DiagLogLevel, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type DiagLogger, type HrTime, type SpanContext } from '@opentelemetry/api';
 import { ExportResultCode, TraceState, type ExportResult } from '@opentelemetry/core';
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeServer, listen } from '../src/http-listen';
@@ -421,6 +425,145 @@ describe('OTLP/HTTP span exporter', () => {
     expect(hex(plain.body)).toBe(expected);
     expect(gzipped.headers['content-encoding']).toBe('gzip');
     expect(hex(gunzipSync(gzipped.body))).toBe(expected);
+  });
+});
+
+describe('the span export thread', () => {
+  /** A loopback collector whose answer to each request is decided by `answer`; it can also hold a request unanswered. */
+  async function collector(answer: (n: number) => { status: number; body?: string; type?: string } | 'hold') {
+    let requests = 0;
+    const held: Array<() => void> = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const reply = answer(++requests);
+        if (reply === 'hold') {
+          held.push(() => res.destroy());
+          return;
+        }
+        res.writeHead(reply.status, { 'content-type': reply.type ?? 'application/json' }).end(reply.body ?? '{}');
+      });
+    });
+    const port = await listen(server, 0, '127.0.0.1');
+    return {
+      url: `http://127.0.0.1:${port}/v1/traces`,
+      requests: () => requests,
+      close: async () => {
+        for (const release of held) release();
+        await closeServer(server, 1_000);
+      },
+    };
+  }
+
+  async function withOtelEnv<T>(vars: Record<string, string>, run: () => Promise<T>): Promise<T> {
+    const saved = Object.entries(process.env).filter(([key]) => key.startsWith('OTEL_'));
+    for (const [key] of saved) delete process.env[key];
+    Object.assign(process.env, vars);
+    try {
+      return await run();
+    } finally {
+      for (const key of Object.keys(process.env)) if (key.startsWith('OTEL_')) delete process.env[key];
+      for (const [key, value] of saved) process.env[key] = value;
+    }
+  }
+
+  async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!condition()) {
+      if (Date.now() > deadline) throw new Error('timed out waiting for the collector');
+      await new Promise((wake) => setTimeout(wake, 10));
+    }
+  }
+
+  const exportOnce = (exporter: SpanExporter, spans: ReadableSpan[]): Promise<ExportResult> => new Promise((resolve) => exporter.export(spans, resolve));
+  /** The exporter's thread, for tests that must make it die. */
+  const threadOf = (exporter: SpanExporter): Worker => (exporter as unknown as { worker: Worker }).worker;
+
+  test('when the collector refuses a batch or answers a partial success, then the export fails with the HTTP status, and the partial success reaches the service’s diagnostics', async () => {
+    const warnings: string[] = [];
+    const logger: DiagLogger = { error: () => undefined, warn: (m: string) => void warnings.push(m), info: () => undefined, debug: () => undefined, verbose: () => undefined };
+    diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
+    const server = await collector((n) =>
+      n === 1 ? { status: 400, body: '{"code":3,"message":"bad batch"}' } : { status: 200, body: '{"partialSuccess":{"rejectedSpans":"2","errorMessage":"spans too old"}}' },
+    );
+    try {
+      await withOtelEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url }, async () => {
+        const exporter = createOtlpTraceExporter('http/json');
+        try {
+          const refused = await exportOnce(exporter, variedSpans());
+          expect(refused.code).toBe(ExportResultCode.FAILED);
+          expect((refused.error as Error & { code?: number }).code).toBe(400);
+          expect(refused.error?.message).toMatch(/Bad Request/);
+          const partial = await exportOnce(exporter, variedSpans());
+          expect(partial.code).toBe(ExportResultCode.SUCCESS);
+        } finally {
+          await exporter.shutdown();
+        }
+      });
+      expect(server.requests()).toBe(2);
+      expect(warnings.join('\n')).toMatch(/span export thread: .*Partial Success.*spans too old/s);
+    } finally {
+      diag.disable();
+      await server.close();
+    }
+  });
+
+  test('when the thread exits with an export in flight, then that export fails, the next export respawns it, and after 5 exits within a minute exports fail at once', async () => {
+    const server = await collector((n) => (n === 1 ? 'hold' : { status: 200 }));
+    try {
+      await withOtelEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url }, async () => {
+        const exporter = createOtlpTraceExporter('http/protobuf');
+        try {
+          const inFlight = exportOnce(exporter, variedSpans());
+          await until(() => server.requests() === 1);
+          await threadOf(exporter).terminate();
+          const lost = await inFlight;
+          expect(lost.code).toBe(ExportResultCode.FAILED);
+          expect(lost.error?.message).toMatch(/span export thread exited/);
+
+          expect((await exportOnce(exporter, variedSpans())).code).toBe(ExportResultCode.SUCCESS);
+          expect(server.requests()).toBe(2);
+
+          for (let exits = 2; exits <= 5; exits++) {
+            const thread = threadOf(exporter);
+            const exited = new Promise((resolve) => thread.once('exit', resolve));
+            await thread.terminate();
+            await exited;
+            if (exits < 5) expect((await exportOnce(exporter, variedSpans())).code).toBe(ExportResultCode.SUCCESS);
+          }
+          const refused = await exportOnce(exporter, variedSpans());
+          expect(refused.code).toBe(ExportResultCode.FAILED);
+          expect(refused.error?.message).toMatch(/exited 5 times within a minute/);
+          expect(server.requests()).toBe(5);
+        } finally {
+          await exporter.shutdown();
+        }
+      });
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('when an exporter is idle, then its thread does not hold the process open; with an export in flight it does until the answer', async () => {
+    const server = await collector(() => ({ status: 200 }));
+    const script = (exportFirst: boolean) => `
+      const { createOtlpTraceExporter } = require(${JSON.stringify(resolvePath('dist/src/telemetry/otlp-traces.js'))});
+      const exporter = createOtlpTraceExporter('http/json');
+      ${exportFirst ? "exporter.export([], (r) => console.log('export', r.code));" : ''}
+      console.log('made');`;
+    try {
+      for (const exportFirst of [false, true]) {
+        const started = Date.now();
+        // Asynchronously: the collector answers from this process.
+        const child = await promisify(execFile)(process.execPath, ['-e', script(exportFirst)], { env: { PATH: process.env.PATH, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url }, encoding: 'utf8', timeout: 15_000 });
+        expect(child.stderr).toBe('');
+        expect(child.stdout).toBe(exportFirst ? 'made\nexport 0\n' : 'made\n');
+        expect(Date.now() - started).toBeLessThan(10_000);
+      }
+      expect(server.requests()).toBe(1);
+    } finally {
+      await server.close();
+    }
   });
 });
 

@@ -10,22 +10,25 @@
  *   grpc           not shipped with this service: warned once at start, and http/protobuf is used
  *                  (point the endpoint at the collector's OTLP/HTTP port, 4318 by default).
  *
- * Endpoint, headers, timeout, compression, retries and the bounded queue are the library's HTTP
- * export delegate, configured from the OTEL_EXPORTER_OTLP_* variables as OTLPTraceExporter does.
+ * Batches are encoded here and sent from the span export thread (export-thread.ts, decision
+ * 0011). Endpoint, headers, timeout, compression, retries and the bounded queue are the library's
+ * HTTP export delegate there, configured from the OTEL_EXPORTER_OTLP_* variables as
+ * OTLPTraceExporter does.
  */
-import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
-import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
-import { TraceExporterMetricsHelper, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
+import { diag } from '@opentelemetry/api';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
+import type { IExportTraceServiceResponse, ISerializer } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { ExportThreadData, FromExportThread, ToExportThread, WireError } from './export-thread';
 import { otlpJsonTraceSerializer } from './otlp-json';
 import { otlpProtobufTraceSerializer } from './otlp-proto';
 
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
 export const DEFAULT_OTLP_PROTOCOL: OtlpProtocol = 'http/protobuf';
-
-/** The component type OTLPTraceExporter reports for its own exporter metrics. */
-const COMPONENT_TYPE = 'otlp_http_span_exporter';
 
 const ENCODINGS: Readonly<Record<OtlpProtocol, { readonly contentType: string; readonly serializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse> }>> = {
   'http/protobuf': { contentType: 'application/x-protobuf', serializer: otlpProtobufTraceSerializer },
@@ -49,7 +52,127 @@ export function tracesProtocol(env: Readonly<Record<string, string | undefined>>
 
 /** An OTLP/HTTP span exporter in this protocol, configured from the OTEL_EXPORTER_OTLP_* environment. */
 export function createOtlpTraceExporter(protocol: OtlpProtocol): SpanExporter {
-  const { contentType, serializer } = ENCODINGS[protocol];
-  const options = convertLegacyHttpOptions({}, 'TRACES', 'v1/traces', { 'Content-Type': contentType });
-  return new OTLPExporterBase(createOtlpHttpExportDelegate(options, serializer, COMPONENT_TYPE, TraceExporterMetricsHelper, undefined));
+  return new OffThreadSpanExporter(protocol);
+}
+
+function threadScript(): string {
+  const beside = join(__dirname, 'export-thread.js');
+  if (existsSync(beside)) return beside;
+  const built = resolve(__dirname, '..', '..', 'dist', 'src', 'telemetry', 'export-thread.js');
+  if (existsSync(built)) return built;
+  throw new Error(`span export thread script not found (looked for ${beside} and ${built}); run \`npm run build\``);
+}
+
+/** More exits than this within RESPAWN_WINDOW_MS and exports fail without a new thread until the window passes. */
+const MAX_RESPAWNS = 5;
+const RESPAWN_WINDOW_MS = 60_000;
+
+function exportError(wire: WireError): Error {
+  const error = new Error(wire.message) as Error & { code?: number; data?: string };
+  error.name = wire.name;
+  if (wire.code !== undefined) error.code = wire.code;
+  if (wire.data !== undefined) error.data = wire.data;
+  return error;
+}
+
+/**
+ * Encodes each batch on the calling thread, where the spans are, and sends it from the span
+ * export thread (export-thread.ts, decision 0011): the HTTP request, its retries and the
+ * collector's answer cost the webhook's thread nothing but one message each way per batch.
+ * The thread is spawned with the exporter, referenced only while an export is in flight (an
+ * idle exporter never holds the process open), and spawned again if it exits.
+ */
+export class OffThreadSpanExporter implements SpanExporter {
+  private readonly serializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse>;
+  private readonly data: ExportThreadData;
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, (result: ExportResult) => void>();
+  private readonly exits: number[] = [];
+  private idle: Array<() => void> = [];
+  private stopped: Promise<void> | undefined;
+
+  constructor(protocol: OtlpProtocol) {
+    const { contentType, serializer } = ENCODINGS[protocol];
+    this.serializer = serializer;
+    this.data = { contentType, protocol };
+    this.thread();
+  }
+
+  export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+    const fail = (error: Error): void => resultCallback({ code: ExportResultCode.FAILED, error });
+    if (this.stopped !== undefined) return fail(new Error('the span exporter is shut down'));
+    let body: Uint8Array | undefined;
+    try {
+      body = this.serializer.serializeRequest(spans);
+    } catch (error) {
+      return fail(error instanceof Error ? error : new Error(String(error)));
+    }
+    if (body === undefined) return fail(new Error('Nothing to send'));
+    const worker = this.thread();
+    if (worker === undefined) return fail(new Error(`the span export thread exited ${MAX_RESPAWNS} times within a minute; spans dropped until it stays up`));
+    const id = this.nextId++;
+    this.pending.set(id, resultCallback);
+    if (this.pending.size === 1) worker.ref();
+    // A body that owns its memory moves to the thread; a view into a shared pool is copied.
+    const owned = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength && body.buffer instanceof ArrayBuffer;
+    if (!owned) body = new Uint8Array(body);
+    const message: ToExportThread = { type: 'export', id, body, spans: spans.length };
+    worker.postMessage(message, [body.buffer as ArrayBuffer]);
+  }
+
+  forceFlush(): Promise<void> {
+    if (this.pending.size === 0) return Promise.resolve();
+    return new Promise((resolveIdle) => this.idle.push(resolveIdle));
+  }
+
+  shutdown(): Promise<void> {
+    this.stopped ??= this.forceFlush().then(async () => {
+      const worker = this.worker;
+      if (worker === undefined) return;
+      const exited = new Promise<void>((resolveExit) => worker.once('exit', () => resolveExit()));
+      const message: ToExportThread = { type: 'shutdown' };
+      worker.postMessage(message);
+      await exited;
+    });
+    return this.stopped;
+  }
+
+  /** The running thread, or a new one; undefined while it keeps exiting. */
+  private thread(): Worker | undefined {
+    if (this.worker !== undefined) return this.worker;
+    const now = Date.now();
+    while (this.exits.length > 0 && (this.exits[0] as number) < now - RESPAWN_WINDOW_MS) this.exits.shift();
+    if (this.exits.length >= MAX_RESPAWNS) return undefined;
+    const worker = new Worker(threadScript(), { workerData: this.data });
+    this.worker = worker;
+    worker.on('message', (message: FromExportThread) => {
+      if (message.type === 'diag') diag[message.level](`span export thread: ${message.message}`);
+      else if (message.ok) this.settle(message.id, { code: ExportResultCode.SUCCESS });
+      else this.settle(message.id, { code: ExportResultCode.FAILED, error: exportError(message.error) });
+    });
+    worker.on('error', (error) => diag.error('span export thread failed', error));
+    worker.on('exit', (code) => {
+      if (this.worker === worker) this.worker = undefined;
+      if (this.stopped === undefined) this.exits.push(Date.now());
+      const error = new Error(`the span export thread exited (code ${code}) with the export in flight`);
+      for (const id of [...this.pending.keys()]) this.settle(id, { code: ExportResultCode.FAILED, error });
+    });
+    // After the listeners: adding a message listener references the worker again.
+    worker.unref();
+    return worker;
+  }
+
+  private settle(id: number, result: ExportResult): void {
+    const callback = this.pending.get(id);
+    if (callback === undefined) return;
+    this.pending.delete(id);
+    if (this.pending.size === 0) {
+      this.worker?.unref();
+      const idle = this.idle;
+      this.idle = [];
+      for (const resolveIdle of idle) resolveIdle();
+    }
+    callback(result);
+  }
 }
