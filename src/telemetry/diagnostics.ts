@@ -63,7 +63,7 @@ export class RateLimitedDiagLogger implements DiagLogger {
       fields.suppressed = this.suppressed;
       this.suppressed = 0;
     }
-    const detail = args.map(describe).filter((s) => s !== '');
+    const detail = args.map((arg) => describeDiagArgument(arg)).filter((s) => s !== '');
     if (detail.length > 0) fields.detail = detail.join(' ').slice(0, 500);
     try {
       this.sink[level](fields, `opentelemetry: ${String(message).slice(0, 500)}`);
@@ -73,14 +73,19 @@ export class RateLimitedDiagLogger implements DiagLogger {
   }
 }
 
-function describe(arg: unknown): string {
-  if (arg instanceof Error) return arg.message;
-  if (typeof arg === 'string') return arg;
+/**
+ * One diagnostic argument as log text, at most `limit` characters: an error's message, a string
+ * as it is, bytes by their length (the library logs whole request bodies at debug level).
+ */
+export function describeDiagArgument(arg: unknown, limit = 500): string {
+  if (arg instanceof Error) return arg.message.slice(0, limit);
+  if (typeof arg === 'string') return arg.slice(0, limit);
   if (arg === undefined || arg === null) return '';
+  if (ArrayBuffer.isView(arg)) return `<${arg.byteLength} bytes>`;
   try {
-    return JSON.stringify(arg) ?? '';
+    return (JSON.stringify(arg) ?? '').slice(0, limit);
   } catch {
-    return String(arg);
+    return String(arg).slice(0, limit);
   }
 }
 

@@ -9,13 +9,15 @@
  *   in   { type: 'export', id, body, spans }   body: the encoded request, usually transferred
  *        { type: 'shutdown' }                   finish the exports in flight, then exit
  *   out  { type: 'result', id, ok: true } | { type: 'result', id, ok: false, error }
- *        { type: 'diag', level, message }       the library's diagnostics, for the service's log
+ *        { type: 'diag', level, message, args } the library's diagnostics, for the service's log
+ *                                               (each part described and cut to 500 characters)
  */
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { diagLogLevelFromString, ExportResultCode } from '@opentelemetry/core';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
-import { parentPort, workerData } from 'node:worker_threads';
 import { JsonTraceSerializer, ProtobufTraceSerializer, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
+import { parentPort, workerData } from 'node:worker_threads';
+import { describeDiagArgument } from './diagnostics';
 
 export interface ExportThreadData {
   readonly contentType: string;
@@ -32,7 +34,8 @@ export interface EncodedBatch {
 export interface WireError {
   readonly name: string;
   readonly message: string;
-  readonly code?: number | undefined;
+  /** An HTTP status (OTLPExporterError) or a system error code such as ECONNREFUSED. */
+  readonly code?: number | string | undefined;
   readonly data?: string | undefined;
 }
 
@@ -41,7 +44,7 @@ export type ToExportThread = { readonly type: 'export'; readonly id: number; rea
 export type FromExportThread =
   | { readonly type: 'result'; readonly id: number; readonly ok: true }
   | { readonly type: 'result'; readonly id: number; readonly ok: false; readonly error: WireError }
-  | { readonly type: 'diag'; readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly message: string };
+  | { readonly type: 'diag'; readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly message: string; readonly args: string[] };
 
 /** The component type OTLPTraceExporter reports for its own exporter metrics. */
 export const COMPONENT_TYPE = 'otlp_http_span_exporter';
@@ -52,23 +55,9 @@ function toWireError(error: unknown): WireError {
   return {
     name: error.name,
     message: error.message,
-    code: typeof code === 'number' ? code : undefined,
+    code: typeof code === 'number' || typeof code === 'string' ? code : undefined,
     data: typeof data === 'string' ? data : undefined,
   };
-}
-
-function describe(args: unknown[]): string {
-  return args
-    .map((arg) => (arg instanceof Error ? `${arg.name}: ${arg.message}` : typeof arg === 'string' ? arg : safeJson(arg)))
-    .join(' ');
-}
-
-function safeJson(value: unknown): string {
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
 }
 
 function passThrough(protocol: ExportThreadData['protocol']): ISerializer<EncodedBatch, IExportTraceServiceResponse> {
@@ -85,8 +74,10 @@ function main(): void {
   const data = workerData as ExportThreadData;
   const post = (message: FromExportThread): void => port.postMessage(message);
 
-  const forward = (level: 'error' | 'warn' | 'info' | 'debug') => (message: string, ...args: unknown[]) =>
-    post({ type: 'diag', level, message: args.length > 0 ? `${message} ${describe(args)}` : message });
+  const forward =
+    (level: 'error' | 'warn' | 'info' | 'debug') =>
+    (message: string, ...args: unknown[]): void =>
+      post({ type: 'diag', level, message: describeDiagArgument(message), args: args.map((arg) => describeDiagArgument(arg)) });
   const logger: DiagLogger = { error: forward('error'), warn: forward('warn'), info: forward('info'), debug: forward('debug'), verbose: forward('debug') };
   diag.setLogger(logger, { logLevel: diagLogLevelFromString(process.env.OTEL_LOG_LEVEL) ?? DiagLogLevel.WARN, suppressOverrideMessage: true });
 

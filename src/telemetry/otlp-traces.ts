@@ -63,16 +63,30 @@ function threadScript(): string {
   throw new Error(`span export thread script not found (looked for ${beside} and ${built}); run \`npm run build\``);
 }
 
-/** More exits than this within RESPAWN_WINDOW_MS and exports fail without a new thread until the window passes. */
-const MAX_RESPAWNS = 5;
+/**
+ * After this many exits within RESPAWN_WINDOW_MS no new thread is started, and exports fail at
+ * once, until the oldest of those exits is a window old.
+ */
+const MAX_EXITS = 5;
 const RESPAWN_WINDOW_MS = 60_000;
 
 function exportError(wire: WireError): Error {
-  const error = new Error(wire.message) as Error & { code?: number; data?: string };
+  const error = new Error(wire.message) as Error & { code?: number | string; data?: string };
   error.name = wire.name;
   if (wire.code !== undefined) error.code = wire.code;
   if (wire.data !== undefined) error.data = wire.data;
   return error;
+}
+
+export interface OffThreadSpanExporterOptions {
+  /** The clock of the respawn limit (tests). */
+  readonly now?: () => number;
+}
+
+interface PendingExport {
+  readonly callback: (result: ExportResult) => void;
+  readonly settled: Promise<void>;
+  readonly markSettled: () => void;
 }
 
 /**
@@ -80,22 +94,27 @@ function exportError(wire: WireError): Error {
  * export thread (export-thread.ts, decision 0011): the HTTP request, its retries and the
  * collector's answer cost the webhook's thread nothing but one message each way per batch.
  * The thread is spawned with the exporter, referenced only while an export is in flight (an
- * idle exporter never holds the process open), and spawned again if it exits.
+ * idle exporter never holds the process open), and spawned again if it exits. Nothing here
+ * throws: a thread that cannot start or dies fails the exports it had, and the failures are
+ * counted and logged like any other.
  */
 export class OffThreadSpanExporter implements SpanExporter {
   private readonly serializer: ISerializer<ReadableSpan[], IExportTraceServiceResponse>;
   private readonly data: ExportThreadData;
+  /** Every thread starts with the environment the process had when the exporter was made. */
+  private readonly env: NodeJS.ProcessEnv = { ...process.env };
+  private readonly now: () => number;
   private worker: Worker | undefined;
   private nextId = 1;
-  private readonly pending = new Map<number, (result: ExportResult) => void>();
+  private readonly pending = new Map<number, PendingExport>();
   private readonly exits: number[] = [];
-  private idle: Array<() => void> = [];
   private stopped: Promise<void> | undefined;
 
-  constructor(protocol: OtlpProtocol) {
+  constructor(protocol: OtlpProtocol, options: OffThreadSpanExporterOptions = {}) {
     const { contentType, serializer } = ENCODINGS[protocol];
     this.serializer = serializer;
     this.data = { contentType, protocol };
+    this.now = options.now ?? Date.now;
     this.thread();
   }
 
@@ -110,20 +129,26 @@ export class OffThreadSpanExporter implements SpanExporter {
     }
     if (body === undefined) return fail(new Error('Nothing to send'));
     const worker = this.thread();
-    if (worker === undefined) return fail(new Error(`the span export thread exited ${MAX_RESPAWNS} times within a minute; spans dropped until it stays up`));
+    if (worker === undefined) return fail(new Error(`the span export thread exited ${MAX_EXITS} times within a minute; spans are dropped until that minute has passed`));
     const id = this.nextId++;
-    this.pending.set(id, resultCallback);
+    let markSettled = (): void => undefined;
+    const settled = new Promise<void>((resolveSettled) => (markSettled = resolveSettled));
+    this.pending.set(id, { callback: resultCallback, settled, markSettled });
     if (this.pending.size === 1) worker.ref();
-    // A body that owns its memory moves to the thread; a view into a shared pool is copied.
-    const owned = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength && body.buffer instanceof ArrayBuffer;
-    if (!owned) body = new Uint8Array(body);
-    const message: ToExportThread = { type: 'export', id, body, spans: spans.length };
-    worker.postMessage(message, [body.buffer as ArrayBuffer]);
+    try {
+      // A body that owns its memory moves to the thread; a view into a shared pool is copied.
+      const owned = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength && body.buffer instanceof ArrayBuffer;
+      if (!owned) body = new Uint8Array(body);
+      const message: ToExportThread = { type: 'export', id, body, spans: spans.length };
+      worker.postMessage(message, [body.buffer as ArrayBuffer]);
+    } catch (error) {
+      this.settle(id, { code: ExportResultCode.FAILED, error: error instanceof Error ? error : new Error(String(error)) });
+    }
   }
 
-  forceFlush(): Promise<void> {
-    if (this.pending.size === 0) return Promise.resolve();
-    return new Promise((resolveIdle) => this.idle.push(resolveIdle));
+  /** Waits for the exports in flight when it is called (not for later ones). */
+  async forceFlush(): Promise<void> {
+    await Promise.all(Array.from(this.pending.values(), (pending) => pending.settled));
   }
 
   shutdown(): Promise<void> {
@@ -138,23 +163,38 @@ export class OffThreadSpanExporter implements SpanExporter {
     return this.stopped;
   }
 
-  /** The running thread, or a new one; undefined while it keeps exiting. */
+  /** The running thread, or a new one; undefined while the exit limit holds or when none can start. */
   private thread(): Worker | undefined {
     if (this.worker !== undefined) return this.worker;
-    const now = Date.now();
-    while (this.exits.length > 0 && (this.exits[0] as number) < now - RESPAWN_WINDOW_MS) this.exits.shift();
-    if (this.exits.length >= MAX_RESPAWNS) return undefined;
-    const worker = new Worker(threadScript(), { workerData: this.data });
+    const now = this.now();
+    while (this.exits.length > 0 && (this.exits[0] as number) <= now - RESPAWN_WINDOW_MS) this.exits.shift();
+    if (this.exits.length >= MAX_EXITS) return undefined;
+    let worker: Worker;
+    try {
+      worker = new Worker(threadScript(), { workerData: this.data, env: this.env });
+    } catch (error) {
+      this.exits.push(now);
+      diag.error('span export thread could not start; spans dropped', error);
+      return undefined;
+    }
     this.worker = worker;
     worker.on('message', (message: FromExportThread) => {
-      if (message.type === 'diag') diag[message.level](`span export thread: ${message.message}`);
+      if (message.type === 'diag') diag[message.level](`span export thread: ${message.message}`, ...message.args);
       else if (message.ok) this.settle(message.id, { code: ExportResultCode.SUCCESS });
       else this.settle(message.id, { code: ExportResultCode.FAILED, error: exportError(message.error) });
+    });
+    worker.on('messageerror', (error) => {
+      diag.error('span export thread: a message from it could not be read; restarting it', error);
+      void worker.terminate();
     });
     worker.on('error', (error) => diag.error('span export thread failed', error));
     worker.on('exit', (code) => {
       if (this.worker === worker) this.worker = undefined;
-      if (this.stopped === undefined) this.exits.push(Date.now());
+      if (this.stopped === undefined) {
+        this.exits.push(this.now());
+        const more = this.exits.length >= MAX_EXITS ? 'no new thread for a minute, spans are dropped' : 'a new one starts with the next batch';
+        diag.warn(`span export thread exited (code ${code}), ${this.exits.length} time(s) within a minute; ${more}`);
+      }
       const error = new Error(`the span export thread exited (code ${code}) with the export in flight`);
       for (const id of [...this.pending.keys()]) this.settle(id, { code: ExportResultCode.FAILED, error });
     });
@@ -164,15 +204,11 @@ export class OffThreadSpanExporter implements SpanExporter {
   }
 
   private settle(id: number, result: ExportResult): void {
-    const callback = this.pending.get(id);
-    if (callback === undefined) return;
+    const pending = this.pending.get(id);
+    if (pending === undefined) return;
     this.pending.delete(id);
-    if (this.pending.size === 0) {
-      this.worker?.unref();
-      const idle = this.idle;
-      this.idle = [];
-      for (const resolveIdle of idle) resolveIdle();
-    }
-    callback(result);
+    if (this.pending.size === 0) this.worker?.unref();
+    pending.markSettled();
+    pending.callback(result);
   }
 }
