@@ -101,7 +101,9 @@ describe('delivery across crashes', () => {
       // Kill only once this copy is sending in earnest, so sends are in flight (ambiguous) when
       // it dies: on a loaded machine start-up can take most of the random delay.
       const current = sim;
-      await current.waitFor(() => current.sends.length >= sendsBefore + MIN_SENDS_BEFORE_KILL, 20_000);
+      await current.waitFor(() => current.sends.length >= sendsBefore + MIN_SENDS_BEFORE_KILL, 8_000).catch((error: Error) => {
+        throw new Error(`round ${round}: the copy made ${current.sends.length - sendsBefore} sends, not ${MIN_SENDS_BEFORE_KILL}, before its kill: ${error.message}`);
+      });
       cli.child.kill('SIGKILL');
       abort.abort();
       await tapping;
@@ -159,5 +161,5 @@ describe('delivery across crashes', () => {
     } finally {
       check.close();
     }
-  });
+  }, 120_000);
 });

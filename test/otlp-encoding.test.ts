@@ -484,11 +484,11 @@ describe('the span export thread', () => {
   test('when the collector refuses a batch or answers a partial success, then the export fails with the HTTP status, and the partial success reaches the service’s diagnostics', async () => {
     const warnings: string[] = [];
     const logger: DiagLogger = { error: () => undefined, warn: (m: string, ...args: unknown[]) => void warnings.push([m, ...args].join(' ')), info: () => undefined, debug: () => undefined, verbose: () => undefined };
-    diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
     const server = await collector((n) =>
       n === 1 ? { status: 400, body: '{"code":3,"message":"bad batch"}' } : { status: 200, body: '{"partialSuccess":{"rejectedSpans":"2","errorMessage":"spans too old"}}' },
     );
     try {
+      diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
       await withOtelEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url }, async () => {
         const exporter = createOtlpTraceExporter('http/json');
         try {
@@ -552,6 +552,12 @@ describe('the span export thread', () => {
           const back = await exportOnce(exporter, variedSpans());
           expect(back.code).toBe(ExportResultCode.SUCCESS);
           expect(server.requests()).toBe(6);
+
+          // An hour later an exit is counted alone.
+          clock += 3_600_000;
+          await threadOf(exporter).terminate();
+          await until(() => threadWarnings().length === 6);
+          expect(threadWarnings().at(-1)).toMatch(/1 time\(s\) within a minute; a new one starts/);
         } finally {
           await exporter.shutdown();
         }
@@ -593,9 +599,9 @@ describe('the span export thread', () => {
     expect(describeDiagArgument(new Error('y'.repeat(900)))).toHaveLength(500);
     const lines: Array<[string, unknown[]]> = [];
     const logger: DiagLogger = { error: () => undefined, warn: () => undefined, info: () => undefined, debug: (m: string, ...args: unknown[]) => void lines.push([m, args]), verbose: () => undefined };
-    diag.setLogger(logger, { logLevel: DiagLogLevel.DEBUG, suppressOverrideMessage: true });
     const server = await collector(() => ({ status: 200 }));
     try {
+      diag.setLogger(logger, { logLevel: DiagLogLevel.DEBUG, suppressOverrideMessage: true });
       await withOtelEnv({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url, OTEL_LOG_LEVEL: 'debug' }, async () => {
         const exporter = createOtlpTraceExporter('http/json');
         try {
@@ -617,21 +623,27 @@ describe('the span export thread', () => {
     }
   });
 
-  test('when an exporter is idle, then its thread does not hold the process open; with an export in flight it does until the answer', async () => {
+  test('when an exporter is idle, then its thread does not hold the process open; with an export in flight it does until the answer, and a shutdown is seen to its end', async () => {
     const server = await collector(() => ({ status: 200 }));
-    const script = (exportFirst: boolean) => `
-      const { createOtlpTraceExporter } = require(${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'telemetry', 'otlp-traces.js'))});
-      const exporter = createOtlpTraceExporter('http/json');
-      ${exportFirst ? "exporter.export([], (r) => console.log('export', r.code));" : ''}
-      console.log('made');`;
+    const steps = {
+      idle: '',
+      exporting: "exporter.export([], (r) => console.log('export', r.code));",
+      'shutting down': "exporter.export([], (r) => { console.log('export', r.code); exporter.shutdown().then(() => console.log('shut down')); });",
+    };
+    const expected = { idle: 'made\n', exporting: 'made\nexport 0\n', 'shutting down': 'made\nexport 0\nshut down\n' };
     try {
-      for (const exportFirst of [false, true]) {
+      for (const step of ['idle', 'exporting', 'shutting down'] as const) {
+        const script = `
+          const { createOtlpTraceExporter } = require(${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'telemetry', 'otlp-traces.js'))});
+          const exporter = createOtlpTraceExporter('http/json');
+          ${steps[step]}
+          console.log('made');`;
         // Asynchronously: the collector answers from this process.
-        const child = await promisify(execFile)(process.execPath, ['-e', script(exportFirst)], { env: { PATH: process.env.PATH, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url }, encoding: 'utf8', timeout: 15_000 });
-        expect(child.stderr).toBe('');
-        expect(child.stdout).toBe(exportFirst ? 'made\nexport 0\n' : 'made\n');
+        const child = await promisify(execFile)(process.execPath, ['-e', script], { env: { PATH: process.env.PATH, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: server.url }, encoding: 'utf8', timeout: 15_000 });
+        expect(child.stderr, step).toBe('');
+        expect(child.stdout, step).toBe(expected[step]);
       }
-      expect(server.requests()).toBe(1);
+      expect(server.requests()).toBe(2);
     } finally {
       await server.close();
     }

@@ -3,7 +3,7 @@
  * answers webhooks (decision 0011). The main thread encodes a batch (otlp-traces.ts) and hands the
  * bytes over; here the library's OTLP/HTTP export delegate sends them, with its endpoint,
  * headers, timeout, compression, retries and bounded queue configured from the OTEL_EXPORTER_OTLP_*
- * variables of this thread's environment (a copy of the main thread's, made at spawn).
+ * variables of this thread's environment (the process's, as it was when the exporter was made).
  *
  * Protocol (structured-clone messages on the worker port):
  *   in   { type: 'export', id, body, spans }   body: the encoded request, usually transferred

@@ -69,6 +69,8 @@ function threadScript(): string {
  */
 const MAX_EXITS = 5;
 const RESPAWN_WINDOW_MS = 60_000;
+/** How long a shut-down thread may take to close its connections before it is terminated. */
+const SHUTDOWN_GRACE_MS = 2_000;
 
 function exportError(wire: WireError): Error {
   const error = new Error(wire.message) as Error & { code?: number | string; data?: string };
@@ -155,10 +157,19 @@ export class OffThreadSpanExporter implements SpanExporter {
     this.stopped ??= this.forceFlush().then(async () => {
       const worker = this.worker;
       if (worker === undefined) return;
+      // Referenced until it exits, so that whoever awaits the shutdown sees it end; a thread
+      // that does not exit in time is terminated.
+      worker.ref();
       const exited = new Promise<void>((resolveExit) => worker.once('exit', () => resolveExit()));
-      const message: ToExportThread = { type: 'shutdown' };
-      worker.postMessage(message);
+      const stuck = setTimeout(() => void worker.terminate(), SHUTDOWN_GRACE_MS);
+      try {
+        const message: ToExportThread = { type: 'shutdown' };
+        worker.postMessage(message);
+      } catch {
+        void worker.terminate();
+      }
       await exited;
+      clearTimeout(stuck);
     });
     return this.stopped;
   }
@@ -167,8 +178,7 @@ export class OffThreadSpanExporter implements SpanExporter {
   private thread(): Worker | undefined {
     if (this.worker !== undefined) return this.worker;
     const now = this.now();
-    while (this.exits.length > 0 && (this.exits[0] as number) <= now - RESPAWN_WINDOW_MS) this.exits.shift();
-    if (this.exits.length >= MAX_EXITS) return undefined;
+    if (this.recentExits(now) >= MAX_EXITS) return undefined;
     let worker: Worker;
     try {
       worker = new Worker(threadScript(), { workerData: this.data, env: this.env });
@@ -179,9 +189,14 @@ export class OffThreadSpanExporter implements SpanExporter {
     }
     this.worker = worker;
     worker.on('message', (message: FromExportThread) => {
-      if (message.type === 'diag') diag[message.level](`span export thread: ${message.message}`, ...message.args);
-      else if (message.ok) this.settle(message.id, { code: ExportResultCode.SUCCESS });
-      else this.settle(message.id, { code: ExportResultCode.FAILED, error: exportError(message.error) });
+      try {
+        if (message.type === 'diag') diag[message.level](`span export thread: ${message.message}`, ...message.args);
+        else if (message.ok) this.settle(message.id, { code: ExportResultCode.SUCCESS });
+        else this.settle(message.id, { code: ExportResultCode.FAILED, error: exportError(message.error) });
+      } catch (error) {
+        // A message of another shape (a thread script from another build) must not throw here.
+        diag.error('span export thread: unreadable message ignored', error);
+      }
     });
     worker.on('messageerror', (error) => {
       diag.error('span export thread: a message from it could not be read; restarting it', error);
@@ -191,9 +206,11 @@ export class OffThreadSpanExporter implements SpanExporter {
     worker.on('exit', (code) => {
       if (this.worker === worker) this.worker = undefined;
       if (this.stopped === undefined) {
-        this.exits.push(this.now());
-        const more = this.exits.length >= MAX_EXITS ? 'no new thread for a minute, spans are dropped' : 'a new one starts with the next batch';
-        diag.warn(`span export thread exited (code ${code}), ${this.exits.length} time(s) within a minute; ${more}`);
+        const now = this.now();
+        this.exits.push(now);
+        const recent = this.recentExits(now);
+        const more = recent >= MAX_EXITS ? 'no new thread for a minute, spans are dropped' : 'a new one starts with the next batch';
+        diag.warn(`span export thread exited (code ${code}), ${recent} time(s) within a minute; ${more}`);
       }
       const error = new Error(`the span export thread exited (code ${code}) with the export in flight`);
       for (const id of [...this.pending.keys()]) this.settle(id, { code: ExportResultCode.FAILED, error });
@@ -201,6 +218,12 @@ export class OffThreadSpanExporter implements SpanExporter {
     // After the listeners: adding a message listener references the worker again.
     worker.unref();
     return worker;
+  }
+
+  /** Forgets exits a window old; how many are left. */
+  private recentExits(now: number): number {
+    while (this.exits.length > 0 && (this.exits[0] as number) <= now - RESPAWN_WINDOW_MS) this.exits.shift();
+    return this.exits.length;
   }
 
   private settle(id: number, result: ExportResult): void {
