@@ -105,8 +105,14 @@ export function createOutbox(deps: OutboxDeps) {
     return true;
   }
 
-  function dead(row: OutboxRow, reason: string, code: number | null, errorClass: string, now: number): void {
-    if (!store.markDead(row.id, reason, code, errorClass)) return;
+  /**
+   * The row is a dead letter, and so are the later open messages of its pack. `attempt`: the
+   * verdict is one send attempt's, and counts only while that attempt still holds the row
+   * (otherwise it is Meta's, in a status, and counts whatever state the row is in).
+   */
+  function dead(row: OutboxRow, reason: string, code: number | null, errorClass: string, now: number, attempt = false): void {
+    const marked = attempt ? store.markAttemptDead(row.id, row.attempts, reason, code, errorClass) : store.markDead(row.id, reason, code, errorClass);
+    if (!marked) return;
     event('delivery.failed', now, row, { ...describe(row), reason, error_code: code, error_class: errorClass });
     rollup.bump(now, row.pack_id, 'messages_failed');
     observer?.deadLetter?.('send', errorClass);
@@ -121,23 +127,28 @@ export function createOutbox(deps: OutboxDeps) {
     store.failUnlock(row.unlock_id);
   }
 
-  /** A clear failure of an attempt (the row is `sending`). */
+  /**
+   * A clear failure of an attempt (the row is `sending`). Ignored if that attempt no longer holds
+   * the row: its lease ran out and the row was recovered, resolved or claimed again meanwhile.
+   */
   function failed(row: OutboxRow, how: Classification, detail: string, code: number | null, retryAfterMs: number | undefined, now: number): void {
     const tooOld = now - row.created_at > settings.maxAgeMs;
     if (how.disposition === 'permanent' || tooOld) {
+      const reason = tooOld && how.disposition !== 'permanent' ? `gave up after ${Math.round((now - row.created_at) / 1000)} s: ${detail}` : detail;
       observer?.sendAttempt?.('dead_letter', how.errorClass);
-      dead(row, tooOld && how.disposition !== 'permanent' ? `gave up after ${Math.round((now - row.created_at) / 1000)} s: ${detail}` : detail, code, how.errorClass, now);
+      dead(row, reason, code, how.errorClass, now, true);
       return;
     }
-    observer?.sendAttempt?.('retry', how.errorClass);
     const pair = how.disposition === 'pair_backoff';
     const delay = pair ? Math.max(pairBackoffMs(row.pair_limit_hits + 1), retryAfterMs ?? 0) : retryDelayMs(row.attempts, random(), retryAfterMs);
-    store.markRetry(row.id, now + delay, detail, code, how.errorClass, pair);
+    observer?.sendAttempt?.('retry', how.errorClass);
+    store.markRetry(row.id, row.attempts, now + delay, detail, code, how.errorClass, pair);
   }
 
+  /** An attempt whose outcome is unknown (the row is `sending`); ignored, as `failed`, if that attempt no longer holds the row. */
   function ambiguous(row: OutboxRow, reason: string, now: number): void {
     observer?.sendAttempt?.('unknown', 'timeout');
-    store.markUnknown(row.id, now, now + settings.unknownWaitMs, reason);
+    store.markUnknown(row.id, row.attempts, now, now + settings.unknownWaitMs, reason);
   }
 
   /** A status webhook for one of our messages (matched by callback data or wamid). */

@@ -169,7 +169,26 @@ describe('outbox state machine', () => {
           h.db.close();
         }
       }),
-      { numRuns: 150 },
+      {
+        numRuns: 150,
+        examples: [
+          // Found by a CI run: a worker's verdict arriving after its lease ran out (the row was
+          // recovered and accepted meanwhile) dead-lettered an accepted message.
+          [
+            [
+              { kind: 'tap', contact: 0, pack: 'a', failInside: false },
+              { kind: 'claim', limit: 1 },
+              { kind: 'advance', ms: 300_000 },
+              { kind: 'echo', pick: 0 },
+              { kind: 'claim', limit: 1 },
+              { kind: 'advance', ms: 300_000 },
+              { kind: 'echo', pick: 0 },
+              { kind: 'outcome', pick: 0, outcome: 'permanent' },
+              { kind: 'tap', contact: 0, pack: 'a', failInside: false },
+            ],
+          ],
+        ],
+      },
     );
   });
 

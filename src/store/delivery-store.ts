@@ -99,14 +99,21 @@ export function createDeliveryStore(db: Db) {
          locked_until = NULL, unknown_since = NULL, last_error = NULL
        WHERE id = ? AND state IN ('sending', 'unknown', 'pending')`,
     ),
-    retry: db.prepare<[number, string, number | null, string, number, number]>(
+    // The outcome of one attempt applies only while that attempt holds the row: still sending,
+    // and not claimed again since (attempts counts claims). A worker that reports after its
+    // lease ran out finds the row recovered, resolved or re-sent, and changes nothing.
+    retry: db.prepare<[number, string, number | null, string, number, number, number]>(
       `UPDATE outbox SET state = 'pending', run_at = ?, last_error = ?, error_code = ?, error_class = ?,
          pair_limit_hits = pair_limit_hits + ?, locked_until = NULL
-       WHERE id = ? AND state = 'sending'`,
+       WHERE id = ? AND state = 'sending' AND attempts = ?`,
     ),
-    unknown: db.prepare<[number, number, string, number]>(
+    unknown: db.prepare<[number, number, string, number, number]>(
       `UPDATE outbox SET state = 'unknown', unknown_since = ?, run_at = ?, last_error = ?, error_class = 'timeout', locked_until = NULL
-       WHERE id = ? AND state = 'sending'`,
+       WHERE id = ? AND state = 'sending' AND attempts = ?`,
+    ),
+    attemptDead: db.prepare<[string, number | null, string, number, number]>(
+      `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, locked_until = NULL
+       WHERE id = ? AND state = 'sending' AND attempts = ?`,
     ),
     dead: db.prepare<[string, number | null, string, number | null, number]>(
       `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, cancelled_by = ?, locked_until = NULL
@@ -180,9 +187,15 @@ export function createDeliveryStore(db: Db) {
       return rows.filter((row) => s.lease.run(leaseUntil, row.id).changes === 1).map((row) => ({ ...row, state: 'sending' as const, attempts: row.attempts + 1 }));
     },
     markAccepted: (id: number, wamid: string, now: number, sendTrace: string | null): boolean => s.accept.run(wamid, now, sendTrace, id).changes === 1,
-    markRetry: (id: number, runAt: number, error: string, code: number | null, errorClass: string, pairHit: boolean): boolean =>
-      s.retry.run(runAt, error, code, errorClass, pairHit ? 1 : 0, id).changes === 1,
-    markUnknown: (id: number, now: number, resolveBy: number, reason: string): boolean => s.unknown.run(now, resolveBy, reason, id).changes === 1,
+    /** Attempt `attempts` of row `id` failed and is retried later; false if that attempt no longer holds the row. */
+    markRetry: (id: number, attempts: number, runAt: number, error: string, code: number | null, errorClass: string, pairHit: boolean): boolean =>
+      s.retry.run(runAt, error, code, errorClass, pairHit ? 1 : 0, id, attempts).changes === 1,
+    /** Attempt `attempts` of row `id` may or may not have been sent; false if that attempt no longer holds the row. */
+    markUnknown: (id: number, attempts: number, now: number, resolveBy: number, reason: string): boolean =>
+      s.unknown.run(now, resolveBy, reason, id, attempts).changes === 1,
+    /** Attempt `attempts` of row `id` failed for good; false if that attempt no longer holds the row. */
+    markAttemptDead: (id: number, attempts: number, reason: string, code: number | null, errorClass: string): boolean =>
+      s.attemptDead.run(reason, code, errorClass, id, attempts).changes === 1,
     markDead: (id: number, reason: string, code: number | null, errorClass: string, cancelledBy: number | null = null): boolean =>
       s.dead.run(reason, code, errorClass, cancelledBy, id).changes === 1,
     /** A message dead-lettered as ambiguous that Meta reports as sent after all. */
