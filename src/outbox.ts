@@ -110,13 +110,13 @@ export function createOutbox(deps: OutboxDeps) {
    * verdict is one send attempt's, and counts only while that attempt still holds the row
    * (otherwise it is Meta's, in a status, and counts whatever state the row is in).
    */
-  function dead(row: OutboxRow, reason: string, code: number | null, errorClass: string, now: number, attempt = false): void {
+  function dead(row: OutboxRow, reason: string, code: number | null, errorClass: string, now: number, attempt = false): boolean {
     const marked = attempt ? store.markAttemptDead(row.id, row.attempts, reason, code, errorClass) : store.markDead(row.id, reason, code, errorClass);
-    if (!marked) return;
+    if (!marked) return false;
     event('delivery.failed', now, row, { ...describe(row), reason, error_code: code, error_class: errorClass });
     rollup.bump(now, row.pack_id, 'messages_failed');
     observer?.deadLetter?.('send', errorClass);
-    if (row.unlock_id === null) return;
+    if (row.unlock_id === null) return true;
     // Later messages of the pack would arrive out of order, or not at all: stop them too.
     for (const later of store.laterOpen(row.unlock_id, row.position)) {
       if (!store.markDead(later.id, `message ${row.position + 1} of the pack failed`, code, errorClass, row.id)) continue;
@@ -125,30 +125,29 @@ export function createOutbox(deps: OutboxDeps) {
       observer?.deadLetter?.('send', errorClass);
     }
     store.failUnlock(row.unlock_id);
+    return true;
   }
 
   /**
-   * A clear failure of an attempt (the row is `sending`). Ignored if that attempt no longer holds
-   * the row: its lease ran out and the row was recovered, resolved or claimed again meanwhile.
+   * A clear failure of an attempt (the row is `sending`, or `unknown` since its lease ran out).
+   * Ignored, and not counted, if that attempt no longer holds the row: it was accepted, dead-
+   * lettered or claimed again meanwhile.
    */
   function failed(row: OutboxRow, how: Classification, detail: string, code: number | null, retryAfterMs: number | undefined, now: number): void {
     const tooOld = now - row.created_at > settings.maxAgeMs;
     if (how.disposition === 'permanent' || tooOld) {
       const reason = tooOld && how.disposition !== 'permanent' ? `gave up after ${Math.round((now - row.created_at) / 1000)} s: ${detail}` : detail;
-      observer?.sendAttempt?.('dead_letter', how.errorClass);
-      dead(row, reason, code, how.errorClass, now, true);
+      if (dead(row, reason, code, how.errorClass, now, true)) observer?.sendAttempt?.('dead_letter', how.errorClass);
       return;
     }
     const pair = how.disposition === 'pair_backoff';
     const delay = pair ? Math.max(pairBackoffMs(row.pair_limit_hits + 1), retryAfterMs ?? 0) : retryDelayMs(row.attempts, random(), retryAfterMs);
-    observer?.sendAttempt?.('retry', how.errorClass);
-    store.markRetry(row.id, row.attempts, now + delay, detail, code, how.errorClass, pair);
+    if (store.markRetry(row.id, row.attempts, now + delay, detail, code, how.errorClass, pair)) observer?.sendAttempt?.('retry', how.errorClass);
   }
 
-  /** An attempt whose outcome is unknown (the row is `sending`); ignored, as `failed`, if that attempt no longer holds the row. */
+  /** An attempt whose outcome is unknown (the row is `sending`); ignored, and not counted, if that attempt no longer holds it. */
   function ambiguous(row: OutboxRow, reason: string, now: number): void {
-    observer?.sendAttempt?.('unknown', 'timeout');
-    store.markUnknown(row.id, row.attempts, now, now + settings.unknownWaitMs, reason);
+    if (store.markUnknown(row.id, row.attempts, now, now + settings.unknownWaitMs, reason)) observer?.sendAttempt?.('unknown', 'timeout');
   }
 
   /** A status webhook for one of our messages (matched by callback data or wamid). */

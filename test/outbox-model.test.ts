@@ -192,6 +192,42 @@ describe('outbox state machine', () => {
     );
   });
 
+  it('when a worker reports after its lease ran out, then its verdict counts while its attempt still holds the row and is ignored once the row was sent again', async () => {
+    const row = (h: ReturnType<typeof harness>, position: number) =>
+      h.db.prepare("SELECT state, attempts, resent FROM outbox WHERE kind = 'pack' AND position = ?").get(position) as { state: string; attempts: number; resent: number };
+
+    // Recovered as unknown, then the late answer arrives: a clear failure still says this attempt did not go out.
+    const late = harness();
+    await late.step({ kind: 'tap', contact: 0, pack: 'b', failInside: false });
+    await late.step({ kind: 'claim', limit: 1 });
+    await late.step({ kind: 'advance', ms: 300_000 }); // lease gone: unknown
+    expect(row(late, 0)).toMatchObject({ state: 'unknown', attempts: 1 });
+    await late.step({ kind: 'outcome', pick: 0, outcome: 'retry' });
+    expect(row(late, 0)).toMatchObject({ state: 'pending', attempts: 1 });
+    checkInvariants(late.db);
+    late.db.close();
+
+    // Sent again meanwhile: the first attempt's verdict must not touch the second attempt.
+    const stale = harness();
+    await stale.step({ kind: 'tap', contact: 0, pack: 'b', failInside: false });
+    await stale.step({ kind: 'claim', limit: 1 });
+    await stale.step({ kind: 'advance', ms: 300_000 }); // unknown
+    await stale.step({ kind: 'advance', ms: 300_000 }); // no status within the wait: sent once more
+    expect(row(stale, 0)).toMatchObject({ state: 'pending', resent: 1 });
+    await stale.step({ kind: 'claim', limit: 1 });
+    expect(row(stale, 0)).toMatchObject({ state: 'sending', attempts: 2 });
+    for (const outcome of ['permanent', 'retry', 'ambiguous'] as const) {
+      stale.inFlight.unshift({ ...stale.inFlight.find((r) => r.attempts === 2)!, attempts: 1 });
+      await stale.step({ kind: 'outcome', pick: 0, outcome });
+      expect(row(stale, 0), outcome).toMatchObject({ state: 'sending', attempts: 2 });
+    }
+    stale.inFlight.splice(0, stale.inFlight.length, ...stale.inFlight.filter((r) => r.attempts === 2));
+    await stale.step({ kind: 'outcome', pick: 0, outcome: 'accepted' });
+    expect(row(stale, 0)).toMatchObject({ state: 'accepted', attempts: 2 });
+    checkInvariants(stale.db);
+    stale.db.close();
+  });
+
   it('when a tap fails inside its transaction, then neither the click, the unlock nor any outbox row remains', async () => {
     const h = harness();
     await h.step({ kind: 'tap', contact: 0, pack: 'a', failInside: true });

@@ -99,21 +99,22 @@ export function createDeliveryStore(db: Db) {
          locked_until = NULL, unknown_since = NULL, last_error = NULL
        WHERE id = ? AND state IN ('sending', 'unknown', 'pending')`,
     ),
-    // The outcome of one attempt applies only while that attempt holds the row: still sending,
-    // and not claimed again since (attempts counts claims). A worker that reports after its
-    // lease ran out finds the row recovered, resolved or re-sent, and changes nothing.
+    // The outcome of one attempt applies only while that attempt holds the row: not claimed
+    // again since (attempts counts claims), and still sending, or `unknown` because its lease
+    // ran out or the service stopped before the answer was recorded. A clear failure then still
+    // says that this attempt did not go out. Accepted, dead or re-sent rows are left alone.
     retry: db.prepare<[number, string, number | null, string, number, number, number]>(
       `UPDATE outbox SET state = 'pending', run_at = ?, last_error = ?, error_code = ?, error_class = ?,
-         pair_limit_hits = pair_limit_hits + ?, locked_until = NULL
-       WHERE id = ? AND state = 'sending' AND attempts = ?`,
+         pair_limit_hits = pair_limit_hits + ?, locked_until = NULL, unknown_since = NULL
+       WHERE id = ? AND state IN ('sending', 'unknown') AND attempts = ?`,
     ),
     unknown: db.prepare<[number, number, string, number, number]>(
       `UPDATE outbox SET state = 'unknown', unknown_since = ?, run_at = ?, last_error = ?, error_class = 'timeout', locked_until = NULL
        WHERE id = ? AND state = 'sending' AND attempts = ?`,
     ),
     attemptDead: db.prepare<[string, number | null, string, number, number]>(
-      `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, locked_until = NULL
-       WHERE id = ? AND state = 'sending' AND attempts = ?`,
+      `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, locked_until = NULL, unknown_since = NULL
+       WHERE id = ? AND state IN ('sending', 'unknown') AND attempts = ?`,
     ),
     dead: db.prepare<[string, number | null, string, number | null, number]>(
       `UPDATE outbox SET state = 'dead', last_error = ?, error_code = ?, error_class = ?, cancelled_by = ?, locked_until = NULL
