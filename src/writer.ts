@@ -8,12 +8,11 @@
  * without a commit) and a new thread is started; after repeated deaths it stays down and
  * every write answers 503 until the process is restarted.
  */
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { StorageUnavailableError, type BatchObserver } from './group-commit';
 import type { IngestObserver } from './ingest';
 import type { Logger } from './log';
+import { RecentEvents, threadScript } from './threads';
 import type { DeliveryObserver } from './outbox';
 import type { Effect, TraceSeed, WriteOp, WriteResults, WriterSettings } from './writer-ops';
 import type { FromWriter, ToWriter, WireResult, WriterThreadData } from './writer-thread';
@@ -45,15 +44,6 @@ interface Waiter {
   readonly context: unknown;
 }
 
-/** The writer thread's script: next to this file when built, else the build output (tests run the sources). */
-function threadScript(): string {
-  const beside = join(__dirname, 'writer-thread.js');
-  if (existsSync(beside)) return beside;
-  const built = resolve(__dirname, '..', 'dist', 'src', 'writer-thread.js');
-  if (existsSync(built)) return built;
-  throw new Error(`writer thread script not found (looked for ${beside} and ${built}); run \`npm run build\``);
-}
-
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
 
@@ -67,7 +57,7 @@ export class Writer {
   private inThread = 0;
   private readonly observers: BatchObserver[] = [];
   private readonly afterCommit: Array<() => void> = [];
-  private readonly restarts: number[] = [];
+  private readonly restarts = new RecentEvents(RESTART_WINDOW_MS);
   private closing: Promise<void> | undefined;
   private down: string | undefined;
 
@@ -87,7 +77,7 @@ export class Writer {
       maxBatch: this.options.maxBatch ?? 512,
       settings: this.options.settings,
     };
-    const worker = new Worker(threadScript(), { workerData: data });
+    const worker = new Worker(threadScript('writer-thread.js'), { workerData: data });
     this.worker = worker;
     return new Promise<void>((resolveReady, rejectReady) => {
       let ready = false;
@@ -124,12 +114,12 @@ export class Writer {
 
   private restart(code: number): void {
     const now = Date.now();
-    while (this.restarts.length > 0 && (this.restarts[0] as number) < now - RESTART_WINDOW_MS) this.restarts.shift();
-    if (this.restarts.length >= MAX_RESTARTS) {
-      this.goDown(`writer thread exited ${this.restarts.length + 1} times within a minute (last code ${code})`);
+    const recent = this.restarts.count(now);
+    if (recent >= MAX_RESTARTS) {
+      this.goDown(`writer thread exited ${recent + 1} times within a minute (last code ${code})`);
       return;
     }
-    this.restarts.push(now);
+    this.restarts.add(now);
     this.options.log.error({ code }, 'writer thread exited; starting a new one');
     this.spawn().catch((error: unknown) => this.goDown(`writer thread cannot start: ${(error as Error).message}`));
   }

@@ -18,11 +18,12 @@ import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentel
 import { JsonTraceSerializer, ProtobufTraceSerializer, type IExportTraceServiceResponse, type ISerializer } from '@opentelemetry/otlp-transformer';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeDiagArgument } from './diagnostics';
+import type { OtlpProtocol } from './otlp-traces';
 
 export interface ExportThreadData {
   readonly contentType: string;
   /** Decodes a collector's response body (JSON or protobuf, as the request was). */
-  readonly protocol: 'http/protobuf' | 'http/json';
+  readonly protocol: OtlpProtocol;
 }
 
 export interface EncodedBatch {
@@ -39,7 +40,7 @@ export interface WireError {
   readonly data?: string | undefined;
 }
 
-export type ToExportThread = { readonly type: 'export'; readonly id: number; readonly body: Uint8Array; readonly spans: number } | { readonly type: 'shutdown' };
+export type ToExportThread = ({ readonly type: 'export'; readonly id: number } & EncodedBatch) | { readonly type: 'shutdown' };
 
 export type FromExportThread =
   | { readonly type: 'result'; readonly id: number; readonly ok: true }
@@ -47,7 +48,7 @@ export type FromExportThread =
   | { readonly type: 'diag'; readonly level: 'error' | 'warn' | 'info' | 'debug'; readonly message: string; readonly args: string[] };
 
 /** The component type OTLPTraceExporter reports for its own exporter metrics. */
-export const COMPONENT_TYPE = 'otlp_http_span_exporter';
+const COMPONENT_TYPE = 'otlp_http_span_exporter';
 
 function toWireError(error: unknown): WireError {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };

@@ -19,9 +19,8 @@ import { diag } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { IExportTraceServiceResponse, ISerializer } from '@opentelemetry/otlp-transformer';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { RecentEvents, threadScript } from '../threads';
 import type { ExportThreadData, FromExportThread, ToExportThread, WireError } from './export-thread';
 import { otlpJsonTraceSerializer } from './otlp-json';
 import { otlpProtobufTraceSerializer } from './otlp-proto';
@@ -53,14 +52,6 @@ export function tracesProtocol(env: Readonly<Record<string, string | undefined>>
 /** An OTLP/HTTP span exporter in this protocol, configured from the OTEL_EXPORTER_OTLP_* environment. */
 export function createOtlpTraceExporter(protocol: OtlpProtocol): SpanExporter {
   return new OffThreadSpanExporter(protocol);
-}
-
-function threadScript(): string {
-  const beside = join(__dirname, 'export-thread.js');
-  if (existsSync(beside)) return beside;
-  const built = resolve(__dirname, '..', '..', 'dist', 'src', 'telemetry', 'export-thread.js');
-  if (existsSync(built)) return built;
-  throw new Error(`span export thread script not found (looked for ${beside} and ${built}); run \`npm run build\``);
 }
 
 /**
@@ -109,7 +100,7 @@ export class OffThreadSpanExporter implements SpanExporter {
   private worker: Worker | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, PendingExport>();
-  private readonly exits: number[] = [];
+  private readonly exits = new RecentEvents(RESPAWN_WINDOW_MS);
   private stopped: Promise<void> | undefined;
 
   constructor(protocol: OtlpProtocol, options: OffThreadSpanExporterOptions = {}) {
@@ -178,12 +169,12 @@ export class OffThreadSpanExporter implements SpanExporter {
   private thread(): Worker | undefined {
     if (this.worker !== undefined) return this.worker;
     const now = this.now();
-    if (this.recentExits(now) >= MAX_EXITS) return undefined;
+    if (this.exits.count(now) >= MAX_EXITS) return undefined;
     let worker: Worker;
     try {
-      worker = new Worker(threadScript(), { workerData: this.data, env: this.env });
+      worker = new Worker(threadScript('telemetry/export-thread.js'), { workerData: this.data, env: this.env });
     } catch (error) {
-      this.exits.push(now);
+      this.exits.add(now);
       diag.error('span export thread could not start; spans dropped', error);
       return undefined;
     }
@@ -207,8 +198,8 @@ export class OffThreadSpanExporter implements SpanExporter {
       if (this.worker === worker) this.worker = undefined;
       if (this.stopped === undefined) {
         const now = this.now();
-        this.exits.push(now);
-        const recent = this.recentExits(now);
+        this.exits.add(now);
+        const recent = this.exits.count(now);
         const more = recent >= MAX_EXITS ? 'no new thread for a minute, spans are dropped' : 'a new one starts with the next batch';
         diag.warn(`span export thread exited (code ${code}), ${recent} time(s) within a minute; ${more}`);
       }
@@ -218,12 +209,6 @@ export class OffThreadSpanExporter implements SpanExporter {
     // After the listeners: adding a message listener references the worker again.
     worker.unref();
     return worker;
-  }
-
-  /** Forgets exits a window old; how many are left. */
-  private recentExits(now: number): number {
-    while (this.exits.length > 0 && (this.exits[0] as number) <= now - RESPAWN_WINDOW_MS) this.exits.shift();
-    return this.exits.length;
   }
 
   private settle(id: number, result: ExportResult): void {
